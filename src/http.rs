@@ -1,0 +1,764 @@
+//! HTTP/1.1 request heads in, responses out, as functions over bytes.
+//!
+//! The server feeds [`check_partial`] every time bytes arrive, so that a head that can never be
+//! valid is refused as soon as that is known, and [`parse_head`] once [`head_end`] finds the
+//! blank line. Only what an exporter needs is understood: `GET` and `HEAD`, no request bodies,
+//! `Connection` for persistence and `Accept` for the exposition format. Everything a smuggling
+//! attack leans on (bodies, `Transfer-Encoding`, bare LF, obs-fold, duplicate `Host`) is refused,
+//! and the server closes the connection after any refusal.
+//!
+//! Invariant: never panics on any input, and never looks past the limits below.
+
+use std::fmt;
+use std::io::Write as _;
+
+/// The longest request line. Scrape targets are short; 2 KiB leaves room for long query strings
+/// that some service-discovery setups add, and far less than a head.
+pub const MAX_REQUEST_LINE: usize = 2048;
+
+/// The longest request head, request line included. Browsers send 1-2 KiB; 8 KiB is the
+/// common server default (nginx, Apache).
+pub const MAX_HEAD: usize = 8192;
+
+/// The most header fields in one head. Real clients send under 20.
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: Method,
+    /// The path of the target, without the query string.
+    pub path: &'a [u8],
+    pub version: Version,
+    /// Whether the connection may serve another request after this one.
+    pub keep_alive: bool,
+    pub accept: Option<&'a [u8]>,
+}
+
+/// Why a head was refused. Each maps to one status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The bytes are not an HTTP/1.x head we accept (400).
+    Malformed(&'static str),
+    /// A body was announced; we take none (413).
+    Body,
+    /// `Transfer-Encoding` of any kind (501).
+    TransferEncoding,
+    /// Request line past [`MAX_REQUEST_LINE`] (414).
+    LineTooLong,
+    /// Head past [`MAX_HEAD`] or more than [`MAX_HEADERS`] fields (431).
+    HeadTooLarge,
+    /// A version other than 1.0 and 1.1 (505).
+    Version,
+}
+
+impl Error {
+    pub fn status(self) -> Status {
+        match self {
+            Error::Malformed(_) => Status::BadRequest,
+            Error::Body => Status::ContentTooLarge,
+            Error::TransferEncoding => Status::NotImplemented,
+            Error::LineTooLong => Status::UriTooLong,
+            Error::HeadTooLarge => Status::HeaderFieldsTooLarge,
+            Error::Version => Status::VersionNotSupported,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Malformed(why) => write!(f, "malformed request: {why}"),
+            Error::Body => f.write_str("request has a body"),
+            Error::TransferEncoding => f.write_str("request has a transfer-encoding"),
+            Error::LineTooLong => write!(f, "request line longer than {MAX_REQUEST_LINE} bytes"),
+            Error::HeadTooLarge => {
+                write!(
+                    f,
+                    "request head over {MAX_HEAD} bytes or {MAX_HEADERS} fields"
+                )
+            }
+            Error::Version => f.write_str("unsupported http version"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    ContentTooLarge,
+    UriTooLong,
+    HeaderFieldsTooLarge,
+    NotImplemented,
+    ServiceUnavailable,
+    VersionNotSupported,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::RequestTimeout => 408,
+            Status::ContentTooLarge => 413,
+            Status::UriTooLong => 414,
+            Status::HeaderFieldsTooLarge => 431,
+            Status::NotImplemented => 501,
+            Status::ServiceUnavailable => 503,
+            Status::VersionNotSupported => 505,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::RequestTimeout => "Request Timeout",
+            Status::ContentTooLarge => "Content Too Large",
+            Status::UriTooLong => "URI Too Long",
+            Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Status::NotImplemented => "Not Implemented",
+            Status::ServiceUnavailable => "Service Unavailable",
+            Status::VersionNotSupported => "HTTP Version Not Supported",
+        }
+    }
+}
+
+/// The length of the head including its blank line, once the buffer holds all of it.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Refuses a head that is still arriving but can already never be valid: too long, or using
+/// a bare LF (which would otherwise wait for a CRLF CRLF that never comes).
+pub fn check_partial(buf: &[u8]) -> Result<(), Error> {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    if line_end.map_or(buf.len(), |i| i + 1) > MAX_REQUEST_LINE {
+        return Err(Error::LineTooLong);
+    }
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' && (i == 0 || buf[i - 1] != b'\r') {
+            return Err(Error::Malformed("line ends in a bare LF"));
+        }
+    }
+    let len = head_end(buf).unwrap_or(buf.len());
+    if len > MAX_HEAD {
+        return Err(Error::HeadTooLarge);
+    }
+    Ok(())
+}
+
+/// Parses one complete head, `head` ending with its CRLF CRLF.
+pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Error> {
+    check_partial(head)?;
+    let body = head
+        .strip_suffix(b"\r\n\r\n")
+        .ok_or(Error::Malformed("head does not end with a blank line"))?;
+    let mut lines = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let line = lines.next().unwrap_or_default();
+    let (method, path, version) = parse_request_line(line)?;
+
+    let mut keep_alive = version == Version::Http11;
+    let mut accept = None;
+    let mut close = false;
+    let mut hosts = 0;
+    let mut fields = 0;
+    for line in lines {
+        fields += 1;
+        if fields > MAX_HEADERS {
+            return Err(Error::HeadTooLarge);
+        }
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            return Err(Error::Malformed("obsolete line folding"));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(Error::Malformed("header field without a colon"))?;
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(Error::Malformed("invalid header field name"));
+        }
+        if !value.iter().all(|&b| b == b'\t' || b >= b' ' && b != 0x7f) {
+            return Err(Error::Malformed("control character in header field value"));
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // Only an explicit empty body is harmless; any other value, or a list, would leave
+            // bytes after the head that must never be read as a request.
+            if value != b"0" {
+                return Err(if value.iter().all(u8::is_ascii_digit) {
+                    Error::Body
+                } else {
+                    Error::Malformed("invalid content-length")
+                });
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(Error::TransferEncoding);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::Http10 {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"accept") {
+            accept = Some(value);
+        }
+    }
+    // RFC 9112 section 3.2: a server must answer 400 to an HTTP/1.1 request without exactly
+    // one Host field.
+    if version == Version::Http11 && hosts != 1 || hosts > 1 {
+        return Err(Error::Malformed("missing or repeated host"));
+    }
+    // `Connection: close` wins wherever it stands among the tokens.
+    if close {
+        keep_alive = false;
+    }
+    Ok(Request {
+        method,
+        path,
+        version,
+        keep_alive,
+        accept,
+    })
+}
+
+fn parse_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), Error> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::Malformed(
+            "request line is not METHOD TARGET VERSION",
+        ));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(Error::Malformed("invalid method"));
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(Error::Version)
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            return Err(Error::Version)
+        }
+        _ => return Err(Error::Malformed("invalid http version")),
+    };
+    if target.is_empty() || !target.iter().all(u8::is_ascii_graphic) {
+        return Err(Error::Malformed("invalid request target"));
+    }
+    let path = match target {
+        [b'/', ..] => target,
+        b"*" => target,
+        _ => absolute_form_path(target).ok_or(Error::Malformed("invalid request target"))?,
+    };
+    let path = match path.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) => &path[..i],
+        None => path,
+    };
+    let method = match method {
+        b"GET" => Method::Get,
+        b"HEAD" => Method::Head,
+        _ => Method::Other,
+    };
+    Ok((method, path, version))
+}
+
+/// The path of an absolute-form target (`http://host:9425/metrics`), which RFC 9112 requires
+/// servers to accept; an empty path is `/`.
+fn absolute_form_path(target: &[u8]) -> Option<&[u8]> {
+    let scheme_len = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..scheme_len];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return None;
+    }
+    let rest = target[scheme_len + 1..].strip_prefix(b"//")?;
+    let authority_len = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    if authority_len == 0 {
+        return None;
+    }
+    match &rest[authority_len..] {
+        [b'/', ..] => Some(&rest[authority_len..]),
+        _ => Some(b"/"),
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// RFC 9110 `tchar`: the bytes a method or header name may hold.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The exposition format a scrape asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OpenMetrics,
+}
+
+/// Picks OpenMetrics when `Accept` rates it above the plain text format, by q-value; ties go
+/// to whichever the client listed first, as Prometheus lists its preference first.
+pub fn negotiate(accept: Option<&[u8]>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let (mut om, mut text) = (0u16, 0u16);
+    let mut om_first = false;
+    for range in accept.split(|&b| b == b',') {
+        let mut params = range.split(|&b| b == b';').map(trim);
+        let media = params.next().unwrap_or_default();
+        let q = params
+            .filter_map(|p| p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")))
+            .map(parse_q)
+            .next_back()
+            .unwrap_or(1000);
+        if media.eq_ignore_ascii_case(b"application/openmetrics-text") {
+            if q > om {
+                om_first = om_first || text == 0;
+                om = q;
+            }
+        } else if media.eq_ignore_ascii_case(b"text/plain")
+            || media.eq_ignore_ascii_case(b"text/*")
+            || media == b"*/*"
+        {
+            text = text.max(q);
+        }
+    }
+    if om > text || om > 0 && om == text && om_first {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// A q-value in thousandths; anything unparsable counts as 0, "not acceptable".
+fn parse_q(s: &[u8]) -> u16 {
+    let s = std::str::from_utf8(s).unwrap_or("");
+    match s.parse::<f32>() {
+        Ok(q) if (0.0..=1.0).contains(&q) => (q * 1000.0).round() as u16,
+        _ => 0,
+    }
+}
+
+/// Response headers beyond the ones every response carries.
+pub struct Response<'a> {
+    pub status: Status,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    /// `HEAD`: the same headers, no body.
+    pub head_only: bool,
+    pub close: bool,
+    pub allow: bool,
+    pub date: &'a str,
+}
+
+/// Appends a whole response, head and body, so that the server writes it with one call.
+pub fn write_response(out: &mut Vec<u8>, r: &Response<'_>) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nDate: {}\r\n",
+        r.status.code(),
+        r.status.reason(),
+        r.content_type,
+        r.body.len(),
+        r.date,
+    );
+    if r.allow {
+        out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+    }
+    if r.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !r.head_only {
+        out.extend_from_slice(r.body);
+    }
+}
+
+/// Formats an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for the `Date` header.
+pub fn http_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let (y, m, d) = crate::log::civil_from_days(days as i64);
+    let rem = unix_secs % 86_400;
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `head` and compares a short rendering of the outcome with `expected`:
+    /// `METHOD PATH VERSION keep|close [accept]` or `ERROR status`.
+    #[track_caller]
+    fn check(head: &[u8], expected: &str) {
+        let actual = match parse_head(head) {
+            Ok(r) => {
+                let mut s = format!(
+                    "{:?} {} {:?} {}",
+                    r.method,
+                    String::from_utf8_lossy(r.path),
+                    r.version,
+                    if r.keep_alive { "keep" } else { "close" }
+                );
+                if let Some(a) = r.accept {
+                    s.push_str(&format!(" [{}]", String::from_utf8_lossy(a)));
+                }
+                s
+            }
+            Err(e) => format!("ERROR {}", e.status().code()),
+        };
+        assert_eq!(
+            actual,
+            expected,
+            "head: {:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+
+    #[test]
+    fn valid_heads() {
+        check(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /metrics Http11 keep",
+        );
+        check(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "Head / Http11 keep");
+        check(
+            b"GET /metrics?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /metrics Http11 keep",
+        );
+        check(
+            b"GET /metrics#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /metrics Http11 keep",
+        );
+        check(
+            b"GET /metrics HTTP/1.0\r\n\r\n",
+            "Get /metrics Http10 close",
+        );
+        check(
+            b"GET /metrics HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            "Get /metrics Http10 keep",
+        );
+        check(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+            "Get /metrics Http11 close",
+        );
+        check(
+            b"GET /metrics HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+            "Get /metrics Http10 close",
+        );
+        check(
+            b"GET /metrics HTTP/1.1\r\nhOsT: x\r\nAccept:  text/plain ; q=0.5 \r\n\r\n",
+            "Get /metrics Http11 keep [text/plain ; q=0.5]",
+        );
+        check(
+            b"GET http://h:9425/metrics?a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "Get /metrics Http11 keep",
+        );
+        check(
+            b"GET http://h:9425 HTTP/1.1\r\nHost: h\r\n\r\n",
+            "Get / Http11 keep",
+        );
+        check(
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Other /metrics Http11 keep",
+        );
+        check(
+            b"get /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Other /metrics Http11 keep",
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "Get / Http11 keep",
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: caf\xc3\xa9\xff\r\n\r\n",
+            "Get / Http11 keep",
+        );
+        check(b"GET / HTTP/1.1\r\nHost:\r\n\r\n", "Get / Http11 keep");
+    }
+
+    #[test]
+    fn hostile_heads() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\r\n\r\n", "ERROR 400"),
+            (b"GET\r\n\r\n", "ERROR 400"),
+            (b"GET /\r\n\r\n", "ERROR 400"),
+            (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\nHost: x\n\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: x\n\r\n\r\n", "ERROR 400"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\n X-Fold: y\r\n\r\n",
+                "ERROR 400",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\n\tX-Fold: y\r\n\r\n",
+                "ERROR 400",
+            ),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "ERROR 400"),
+            (b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"G\xc3\xa9T / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET metrics HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET ftp://h/ HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET http:/h HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTX/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / http/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "ERROR 505"),
+            (b"GET / HTTP/0.9\r\n\r\n", "ERROR 505"),
+            (b"GET / HTTP/3\r\n\r\n", "ERROR 505"),
+            (b"PRI * HTTP/2.0\r\n\r\n", "ERROR 505"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+                "ERROR 413",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 0\r\n\r\n",
+                "ERROR 400",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                "ERROR 400",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\n\r\n",
+                "ERROR 413",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 7\r\n\r\n",
+                "ERROR 413",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "ERROR 501",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+                "ERROR 501",
+            ),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", "ERROR 400"),
+        ];
+        for (head, expected) in cases {
+            check(head, expected);
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        check(long_target.as_bytes(), "ERROR 414");
+        let fits = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE - 16)
+        );
+        check(
+            fits.as_bytes(),
+            "Get /aaa Http11 keep"
+                .replace("aaa", &"a".repeat(MAX_REQUEST_LINE - 16))
+                .as_str(),
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        check(big.as_bytes(), "ERROR 431");
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS)
+        );
+        check(many.as_bytes(), "ERROR 431");
+        let enough = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS - 1)
+        );
+        check(enough.as_bytes(), "Get / Http11 keep");
+    }
+
+    #[test]
+    fn partial_heads_fail_early() {
+        assert_eq!(check_partial(b"GET / HTTP/1.1\r\nHo"), Ok(()));
+        assert_eq!(check_partial(b""), Ok(()));
+        assert_eq!(
+            check_partial(b"GET / HTTP/1.1\n"),
+            Err(Error::Malformed("line ends in a bare LF"))
+        );
+        assert_eq!(
+            check_partial(b"\n"),
+            Err(Error::Malformed("line ends in a bare LF"))
+        );
+        assert_eq!(
+            check_partial(&[b'a'; MAX_REQUEST_LINE + 1]),
+            Err(Error::LineTooLong)
+        );
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(check_partial(&head), Err(Error::HeadTooLarge));
+        // Pipelined bytes after a complete head do not count against it.
+        let mut pipelined = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        pipelined.resize(MAX_HEAD * 2, b'a');
+        assert_eq!(
+            check_partial(&pipelined[..head_end(&pipelined).unwrap_or(0)]),
+            Ok(())
+        );
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nGET"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r"), None);
+    }
+
+    #[test]
+    fn tls_and_http2_prefaces_are_refused() {
+        // A TLS ClientHello starts with a handshake record header: no request line at all.
+        let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+        assert_eq!(check_partial(hello), Ok(()));
+        let mut with_end = hello.to_vec();
+        with_end.extend_from_slice(b"\r\n\r\n");
+        check(&with_end, "ERROR 400");
+        check(b"PRI * HTTP/2.0\r\n\r\n", "ERROR 505");
+    }
+
+    #[test]
+    fn content_negotiation() {
+        let prometheus3 = b"application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        let cases: &[(Option<&[u8]>, Format)] = &[
+            (None, Format::Text),
+            (Some(b"*/*"), Format::Text),
+            (Some(b"text/plain"), Format::Text),
+            (Some(prometheus3), Format::OpenMetrics),
+            (Some(b"application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some(b"application/openmetrics-text; version=1.0.0"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some(b"text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+                Format::Text,
+            ),
+            (
+                Some(b"text/plain;q=0.5, application/openmetrics-text;q=0.9"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some(b"application/openmetrics-text, text/plain"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some(b"text/plain, application/openmetrics-text"),
+                Format::Text,
+            ),
+            (Some(b"application/openmetrics-text;q=0"), Format::Text),
+            (Some(b"application/openmetrics-text;q=bogus"), Format::Text),
+            (Some(b"application/json"), Format::Text),
+            (Some(b",,;;=,"), Format::Text),
+        ];
+        for &(accept, expected) in cases {
+            assert_eq!(
+                negotiate(accept),
+                expected,
+                "{:?}",
+                accept.map(String::from_utf8_lossy)
+            );
+        }
+    }
+
+    #[test]
+    fn responses_carry_length_and_close() {
+        let mut out = Vec::new();
+        let r = Response {
+            status: Status::MethodNotAllowed,
+            content_type: "text/plain; charset=utf-8",
+            body: b"nope\n",
+            head_only: false,
+            close: true,
+            allow: true,
+            date: "Thu, 26 Nov 2026 10:00:00 GMT",
+        };
+        write_response(&mut out, &r);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\nnope\n"
+        );
+        out.clear();
+        write_response(
+            &mut out,
+            &Response {
+                head_only: true,
+                close: false,
+                allow: false,
+                ..r
+            },
+        );
+        assert!(out.ends_with(b"Content-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n"));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}

@@ -1,0 +1,440 @@
+//! Interfaces to exposition text: the Prometheus text format 0.0.4 and OpenMetrics 1.0.0.
+//!
+//! Both formats carry the same series; they differ only in family metadata (OpenMetrics names
+//! a counter family without `_total`, calls untyped `unknown` and `_info` gauges `info`) and in
+//! the closing `# EOF`. Every family is written on every scrape, HELP and TYPE included, even
+//! with no samples, so the output's shape does not depend on the host.
+//!
+//! Invariant: output is always valid exposition text: label values are escaped and valid UTF-8,
+//! integers are printed from integers, and nothing is cached between scrapes.
+
+use crate::http::Format;
+use crate::sysfs::{Interface, OperState, Scan};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Untyped,
+    Gauge,
+    Counter,
+    Info,
+}
+
+struct Family {
+    /// The sample name; counters end in `_total` and info metrics in `_info`.
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const STATUS: Family = Family {
+    name: "interface_status",
+    kind: Kind::Untyped,
+    help: "down = 0, up = 1, any other states (unknown) = 2",
+};
+const OPER_STATE: Family = Family {
+    name: "interface_oper_state",
+    kind: Kind::Gauge,
+    help: "Operational state of the interface (operstate, RFC 2863): 1 for the current state, 0 for the others.",
+};
+const ADMIN_UP: Family = Family {
+    name: "interface_admin_up",
+    kind: Kind::Gauge,
+    help: "Whether the interface is administratively up (IFF_UP in flags).",
+};
+const CARRIER: Family = Family {
+    name: "interface_carrier",
+    kind: Kind::Gauge,
+    help: "Whether the interface has a carrier (carrier); no sample while the interface is not running.",
+};
+const CARRIER_CHANGES: Family = Family {
+    name: "interface_carrier_changes_total",
+    kind: Kind::Counter,
+    help: "Times the carrier changed state (carrier_changes).",
+};
+const CARRIER_UP: Family = Family {
+    name: "interface_carrier_up_changes_total",
+    kind: Kind::Counter,
+    help: "Times the carrier came up (carrier_up_count).",
+};
+const CARRIER_DOWN: Family = Family {
+    name: "interface_carrier_down_changes_total",
+    kind: Kind::Counter,
+    help: "Times the carrier went down (carrier_down_count).",
+};
+const MTU: Family = Family {
+    name: "interface_mtu_bytes",
+    kind: Kind::Gauge,
+    help: "Maximum transmission unit in bytes (mtu).",
+};
+const SPEED: Family = Family {
+    name: "interface_speed_bytes",
+    kind: Kind::Gauge,
+    help: "Link speed in bytes per second (speed); no sample when the driver does not know it.",
+};
+const INFO: Family = Family {
+    name: "interface_info",
+    kind: Kind::Info,
+    help: "Interface attributes as labels (address, duplex, ifalias, operstate); always 1.",
+};
+const STATISTICS: [Family; 8] = [
+    Family {
+        name: "interface_receive_bytes_total",
+        kind: Kind::Counter,
+        help: "Bytes received (statistics/rx_bytes).",
+    },
+    Family {
+        name: "interface_receive_packets_total",
+        kind: Kind::Counter,
+        help: "Packets received (statistics/rx_packets).",
+    },
+    Family {
+        name: "interface_receive_errors_total",
+        kind: Kind::Counter,
+        help: "Receive errors (statistics/rx_errors).",
+    },
+    Family {
+        name: "interface_receive_dropped_total",
+        kind: Kind::Counter,
+        help: "Received packets dropped (statistics/rx_dropped).",
+    },
+    Family {
+        name: "interface_transmit_bytes_total",
+        kind: Kind::Counter,
+        help: "Bytes transmitted (statistics/tx_bytes).",
+    },
+    Family {
+        name: "interface_transmit_packets_total",
+        kind: Kind::Counter,
+        help: "Packets transmitted (statistics/tx_packets).",
+    },
+    Family {
+        name: "interface_transmit_errors_total",
+        kind: Kind::Counter,
+        help: "Transmit errors (statistics/tx_errors).",
+    },
+    Family {
+        name: "interface_transmit_dropped_total",
+        kind: Kind::Counter,
+        help: "Transmitted packets dropped (statistics/tx_dropped).",
+    },
+];
+const BUILD_INFO: Family = Family {
+    name: "interfaces_exporter_build_info",
+    kind: Kind::Info,
+    help: "The exporter's version; always 1.",
+};
+const SCRAPE_DURATION: Family = Family {
+    name: "interfaces_exporter_scrape_duration_seconds",
+    kind: Kind::Gauge,
+    help: "Time this scrape spent reading sysfs and rendering.",
+};
+const SCRAPE_ERRORS: Family = Family {
+    name: "interfaces_exporter_scrape_errors",
+    kind: Kind::Gauge,
+    help: "Attribute reads in this scrape that failed for a reason other than the kernel having no value.",
+};
+
+pub fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    }
+}
+
+/// Renders the per-interface families of one scan.
+pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mut Vec<u8>) {
+    let ifaces = &scan.interfaces;
+    header(out, &STATUS, format);
+    for i in ifaces {
+        sample(out, STATUS.name, i, &[], u64::from(i.oper().seed_value()));
+    }
+    header(out, &OPER_STATE, format);
+    for i in ifaces {
+        let oper = i.oper();
+        for state in OperState::ALL {
+            sample(
+                out,
+                OPER_STATE.name,
+                i,
+                &[("state", state.name().as_bytes())],
+                u64::from(oper == state),
+            );
+        }
+    }
+    header(out, &ADMIN_UP, format);
+    for i in ifaces {
+        optional(out, ADMIN_UP.name, i, i.admin_up.map(u64::from));
+    }
+    header(out, &CARRIER, format);
+    for i in ifaces {
+        optional(out, CARRIER.name, i, i.carrier.map(u64::from));
+    }
+    for (family, get) in [
+        (
+            &CARRIER_CHANGES,
+            (|i| i.carrier_changes) as fn(&Interface) -> Option<u64>,
+        ),
+        (&CARRIER_UP, |i| i.carrier_up),
+        (&CARRIER_DOWN, |i| i.carrier_down),
+        (&MTU, |i| i.mtu),
+        (&SPEED, |i| {
+            i.speed_mbps.and_then(|m| m.checked_mul(125_000))
+        }),
+    ] {
+        header(out, family, format);
+        for i in ifaces {
+            optional(out, family.name, i, get(i));
+        }
+    }
+    header(out, &INFO, format);
+    for i in ifaces {
+        let labels: [(&str, &[u8]); 4] = [
+            ("address", &i.address),
+            ("duplex", &i.duplex),
+            ("ifalias", &i.ifalias),
+            ("operstate", &i.operstate),
+        ];
+        sample(out, INFO.name, i, &labels, 1);
+    }
+    if statistics {
+        for (n, family) in STATISTICS.iter().enumerate() {
+            header(out, family, format);
+            for i in ifaces {
+                optional(out, family.name, i, i.statistics.and_then(|s| s[n]));
+            }
+        }
+    }
+}
+
+/// Renders the exporter's own families and, for OpenMetrics, the closing line.
+pub fn render_self(errors: u64, seconds: f64, format: Format, out: &mut Vec<u8>) {
+    header(out, &BUILD_INFO, format);
+    out.extend_from_slice(BUILD_INFO.name.as_bytes());
+    out.extend_from_slice(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
+    header(out, &SCRAPE_DURATION, format);
+    out.extend_from_slice(SCRAPE_DURATION.name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(format_seconds(seconds).as_bytes());
+    out.push(b'\n');
+    header(out, &SCRAPE_ERRORS, format);
+    out.extend_from_slice(SCRAPE_ERRORS.name.as_bytes());
+    out.push(b' ');
+    push_u64(out, errors);
+    out.push(b'\n');
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+}
+
+fn format_seconds(seconds: f64) -> String {
+    if seconds.is_finite() && seconds >= 0.0 {
+        format!("{seconds:.9}")
+    } else {
+        "0".to_owned()
+    }
+}
+
+fn header(out: &mut Vec<u8>, family: &Family, format: Format) {
+    let (name, kind) = match format {
+        Format::Text => (
+            family.name,
+            match family.kind {
+                Kind::Untyped => "untyped",
+                Kind::Gauge | Kind::Info => "gauge",
+                Kind::Counter => "counter",
+            },
+        ),
+        Format::OpenMetrics => match family.kind {
+            Kind::Untyped => (family.name, "unknown"),
+            Kind::Gauge => (family.name, "gauge"),
+            Kind::Counter => (
+                family.name.strip_suffix("_total").unwrap_or(family.name),
+                "counter",
+            ),
+            Kind::Info => (
+                family.name.strip_suffix("_info").unwrap_or(family.name),
+                "info",
+            ),
+        },
+    };
+    for (what, text) in [("HELP", family.help), ("TYPE", kind)] {
+        out.extend_from_slice(b"# ");
+        out.extend_from_slice(what.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+fn optional(out: &mut Vec<u8>, name: &str, iface: &Interface, value: Option<u64>) {
+    if let Some(v) = value {
+        sample(out, name, iface, &[], v);
+    }
+}
+
+fn sample(out: &mut Vec<u8>, name: &str, iface: &Interface, labels: &[(&str, &[u8])], value: u64) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"{interface=\"");
+    push_escaped(out, &iface.name);
+    for (label, v) in labels {
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(label.as_bytes());
+        out.extend_from_slice(b"=\"");
+        push_escaped(out, v);
+    }
+    out.extend_from_slice(b"\"} ");
+    push_u64(out, value);
+    out.push(b'\n');
+}
+
+/// Appends a label value escaped as both formats require (`\\`, `\"`, `\n`), with bytes that
+/// are not UTF-8 replaced by U+FFFD.
+pub fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
+    for chunk in value.utf8_chunks() {
+        for &b in chunk.valid().as_bytes() {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b => out.push(b),
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+}
+
+/// Appends the decimal digits of `v` without going through `fmt`.
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_escape(input: &[u8], expected: &str) {
+        let mut out = Vec::new();
+        push_escaped(&mut out, input);
+        assert_eq!(String::from_utf8(out).as_deref(), Ok(expected));
+    }
+
+    #[test]
+    fn escaping() {
+        check_escape(b"eth0", "eth0");
+        check_escape(b"a\"b", "a\\\"b");
+        check_escape(b"a\\b", "a\\\\b");
+        check_escape(b"a\nb", "a\\nb");
+        check_escape(b"caf\xc3\xa9", "caf\u{e9}");
+        check_escape(b"bad\xff\xfename", "bad\u{fffd}\u{fffd}name");
+        check_escape(b"tab\there", "tab\there");
+    }
+
+    #[test]
+    fn integers() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            1500,
+            u64::from(u32::MAX),
+            1 << 53,
+            (1 << 53) + 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+
+    fn iface(name: &[u8], operstate: &[u8]) -> Interface {
+        Interface {
+            name: name.to_vec(),
+            operstate: operstate.to_vec(),
+            ..Interface::default()
+        }
+    }
+
+    #[test]
+    fn seed_contract_byte_for_byte() {
+        let mut scan = Scan::default();
+        scan.interfaces = vec![
+            iface(b"docker0", b"up"),
+            iface(b"dummy0", b"down"),
+            iface(b"lo", b"unknown"),
+        ];
+        let mut out = Vec::new();
+        render_interfaces(&scan, false, Format::Text, &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.starts_with(
+            "# HELP interface_status down = 0, up = 1, any other states (unknown) = 2\n\
+             # TYPE interface_status untyped\n\
+             interface_status{interface=\"docker0\"} 1\n\
+             interface_status{interface=\"dummy0\"} 0\n\
+             interface_status{interface=\"lo\"} 2\n\
+             # HELP interface_oper_state "
+        ));
+    }
+
+    #[test]
+    fn absent_values_give_no_sample() {
+        let mut scan = Scan::default();
+        let mut a = iface(b"a", b"down");
+        a.admin_up = Some(false);
+        a.speed_mbps = None;
+        a.carrier = None;
+        let mut b = iface(b"b", b"up");
+        b.carrier = Some(true);
+        b.speed_mbps = Some(10_000);
+        b.mtu = Some(1500);
+        scan.interfaces = vec![a, b];
+        let mut out = Vec::new();
+        render_interfaces(&scan, false, Format::Text, &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.contains("interface_admin_up{interface=\"a\"} 0\n"));
+        assert!(!text.contains("interface_admin_up{interface=\"b\"}"));
+        assert!(!text.contains("interface_carrier{interface=\"a\"}"));
+        assert!(text.contains("interface_carrier{interface=\"b\"} 1\n"));
+        assert!(text.contains("interface_speed_bytes{interface=\"b\"} 1250000000\n"));
+        assert!(!text.contains("interface_speed_bytes{interface=\"a\"}"));
+        assert!(text.contains("interface_oper_state{interface=\"b\",state=\"up\"} 1\n"));
+        assert!(text.contains("interface_oper_state{interface=\"b\",state=\"down\"} 0\n"));
+        assert!(!text.contains("interface_receive_bytes_total"));
+    }
+
+    #[test]
+    fn openmetrics_metadata() {
+        let mut scan = Scan::default();
+        scan.interfaces = vec![iface(b"eth0", b"up")];
+        scan.interfaces[0].carrier_changes = Some(3);
+        let mut out = Vec::new();
+        render_interfaces(&scan, true, Format::OpenMetrics, &mut out);
+        render_self(0, 0.25, Format::OpenMetrics, &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.contains("# TYPE interface_status unknown\n"));
+        assert!(text.contains("# TYPE interface_carrier_changes counter\n"));
+        assert!(text.contains("interface_carrier_changes_total{interface=\"eth0\"} 3\n"));
+        assert!(text.contains("# TYPE interface info\n"));
+        assert!(text.contains("# TYPE interfaces_exporter_build info\n"));
+        assert!(text.contains("# TYPE interface_receive_bytes counter\n"));
+        assert!(text.contains("interfaces_exporter_scrape_duration_seconds 0.250000000\n"));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+}

@@ -1,0 +1,423 @@
+//! Listeners, connections, routing and limits: the only module that owns sockets.
+//!
+//! One thread accepts on each listener; each connection gets a thread of its own, up to
+//! `--web.max-connections`, so a slow or idle client never delays another. A connection beyond
+//! the limit gets 503 and is closed at once. A whole request head must arrive within
+//! `--web.read-timeout` (a deadline, not a per-read timeout a client could refresh one byte at
+//! a time); a kept-alive connection may wait `--web.idle-timeout` for its next request. After
+//! any error response the connection is closed, so bytes after a refused head are never read
+//! as another request.
+//!
+//! Invariant: never panics on any input, never holds more than `max_connections` connection
+//! threads, and an accept error never stops the accept loop.
+
+use std::io::{self, IoSlice, Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::http::{self, Format, Method, Request, Response, Status};
+use crate::sysfs::{self, Reader, Scan};
+use crate::{log, metrics, page};
+
+/// Stack for connection threads. A request needs a few KiB (the 4 KiB attribute buffer is
+/// boxed); 128 KiB leaves a wide margin and keeps 512 threads' reservations small.
+const CONNECTION_STACK: usize = 128 * 1024;
+
+/// Bytes read from a socket at once. Twice the largest head we take, so a complete head plus
+/// some pipelined bytes usually arrive in one read.
+const READ_CHUNK: usize = 2 * http::MAX_HEAD;
+
+/// Deadline for writing one whole response. A scrape body is at most a few hundred KiB; a client
+/// that cannot take that in 10 s is stuck, and its thread is better spent on someone else.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a refused connection's unread input is drained before closing, so the kernel does
+/// not answer it with a reset that destroys the error response in flight.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The most bytes drained while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// The longest pause between accept retries after an error such as EMFILE.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct Settings {
+    pub telemetry_path: String,
+    pub max_connections: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub sysfs: PathBuf,
+    pub options: sysfs::Options,
+}
+
+pub struct Server {
+    settings: Settings,
+    collector: Mutex<Collector>,
+    active: AtomicUsize,
+}
+
+struct Collector {
+    reader: Reader,
+    scan: Scan,
+}
+
+impl Server {
+    pub fn new(settings: Settings) -> Server {
+        let reader = Reader::new(&settings.sysfs);
+        Server {
+            settings,
+            collector: Mutex::new(Collector {
+                reader,
+                scan: Scan::default(),
+            }),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts one accept thread per listener and returns.
+    pub fn spawn(self: &Arc<Self>, listeners: Vec<TcpListener>) -> io::Result<()> {
+        for listener in listeners {
+            let server = Arc::clone(self);
+            thread::Builder::new()
+                .name("accept".into())
+                .stack_size(CONNECTION_STACK)
+                .spawn(move || server.accept_loop(listener))?;
+        }
+        Ok(())
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let (stream, peer) = match listener.accept() {
+                Ok(conn) => conn,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS: the condition passes as connections close.
+                    log::warn(
+                        "accept failed",
+                        &[("err", &e), ("retry_in", &format_args!("{backoff:?}"))],
+                    );
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(10);
+            if self.active.fetch_add(1, Ordering::AcqRel) >= self.settings.max_connections {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                log::debug("connection limit reached", &[("peer", &peer)]);
+                refuse(stream);
+                continue;
+            }
+            let slot = Slot(Arc::clone(&self));
+            let spawned = thread::Builder::new()
+                .name("conn".into())
+                .stack_size(CONNECTION_STACK)
+                .spawn(move || {
+                    slot.0.serve(stream);
+                    drop(slot);
+                });
+            if let Err(e) = spawned {
+                // The closure, and with it the slot and the stream, was dropped.
+                log::warn("cannot start a connection thread", &[("err", &e)]);
+            }
+        }
+    }
+
+    fn serve(&self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            input: Vec::with_capacity(1024),
+        };
+        let mut body = Vec::new();
+        let mut head = Vec::new();
+        let mut first = true;
+        loop {
+            let idle = if first {
+                self.settings.read_timeout
+            } else {
+                self.settings.idle_timeout
+            };
+            first = false;
+            let len = match conn.read_head(idle, self.settings.read_timeout) {
+                Ok(len) => len,
+                Err(ReadError::Closed) => return,
+                Err(ReadError::Timeout) => {
+                    log::debug("request head timed out", &[]);
+                    conn.reply_error(Status::RequestTimeout, &mut head);
+                    return;
+                }
+                Err(ReadError::Refused(e)) => {
+                    log::debug("bad request", &[("err", &e)]);
+                    conn.reply_error(e.status(), &mut head);
+                    return;
+                }
+            };
+            let keep_alive = match http::parse_head(&conn.input[..len]) {
+                Ok(request) => {
+                    body.clear();
+                    head.clear();
+                    self.respond(&request, &mut head, &mut body);
+                    request.keep_alive
+                }
+                Err(e) => {
+                    log::debug("bad request", &[("err", &e)]);
+                    conn.reply_error(e.status(), &mut head);
+                    return;
+                }
+            };
+            if conn.write(&head, &body).is_err() {
+                return;
+            }
+            conn.input.drain(..len);
+            if !keep_alive {
+                conn.linger();
+                return;
+            }
+        }
+    }
+
+    /// Routes one valid request, writing the response head into `head` and the body into
+    /// `body`.
+    fn respond(&self, req: &Request<'_>, head: &mut Vec<u8>, body: &mut Vec<u8>) {
+        let settings = &self.settings;
+        let is_metrics = req.path == settings.telemetry_path.as_bytes();
+        let is_root = req.path == b"/";
+        let (status, content_type) = if !is_metrics && !is_root {
+            body.extend_from_slice(b"404 page not found\n");
+            (Status::NotFound, "text/plain; charset=utf-8")
+        } else if req.method == Method::Other {
+            body.extend_from_slice(b"405 method not allowed\n");
+            (Status::MethodNotAllowed, "text/plain; charset=utf-8")
+        } else if is_metrics {
+            let format = http::negotiate(req.accept);
+            self.scrape(format, body);
+            (Status::Ok, metrics::content_type(format))
+        } else {
+            let mut c = self.lock();
+            let Collector { reader, scan } = &mut *c;
+            reader.scan(&settings.options, scan);
+            page::render(scan, &settings.telemetry_path, body);
+            (Status::Ok, "text/html; charset=utf-8")
+        };
+        http::write_response(
+            head,
+            &Response {
+                status,
+                content_type,
+                body,
+                head_only: true,
+                close: !req.keep_alive,
+                allow: status == Status::MethodNotAllowed,
+                date: &date_now(),
+            },
+        );
+        if req.method == Method::Head {
+            body.clear();
+        }
+    }
+
+    fn scrape(&self, format: Format, body: &mut Vec<u8>) {
+        let start = Instant::now();
+        let mut c = self.lock();
+        let Collector { reader, scan } = &mut *c;
+        reader.scan(&self.settings.options, scan);
+        metrics::render_interfaces(scan, self.settings.options.statistics, format, body);
+        let errors = scan.errors;
+        drop(c);
+        metrics::render_self(errors, start.elapsed().as_secs_f64(), format, body);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Collector> {
+        // A panic while scanning cannot leave the buffers in a state a later scan cannot use.
+        self.collector.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Holds one of the `max_connections` places until the connection thread ends.
+struct Slot(Arc<Server>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum ReadError {
+    Closed,
+    Timeout,
+    Refused(http::Error),
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed: the head being read, then any pipelined requests.
+    input: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads until `input` starts with a complete head and returns its length. The client has
+    /// `idle` to start a request and `read_timeout` from its first byte to finish the head.
+    fn read_head(&mut self, idle: Duration, read_timeout: Duration) -> Result<usize, ReadError> {
+        let mut deadline = Instant::now()
+            + if self.input.is_empty() {
+                idle
+            } else {
+                read_timeout
+            };
+        let mut started = !self.input.is_empty();
+        loop {
+            if let Some(len) = http::head_end(&self.input) {
+                return Ok(len);
+            }
+            http::check_partial(&self.input).map_err(ReadError::Refused)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(if started {
+                    ReadError::Timeout
+                } else {
+                    ReadError::Closed
+                });
+            }
+            let _ = self.stream.set_read_timeout(Some(deadline - now));
+            let old = self.input.len();
+            self.input.resize(old + READ_CHUNK, 0);
+            let read = self.stream.read(&mut self.input[old..]);
+            self.input.truncate(old + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(_) => {
+                    if !started {
+                        started = true;
+                        deadline = Instant::now() + read_timeout;
+                    }
+                }
+                // On Unix an expired socket timeout is WouldBlock, not TimedOut.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(ReadError::Closed),
+            }
+        }
+    }
+
+    /// Writes head and body with as few calls as the kernel allows, within [`WRITE_DEADLINE`].
+    fn write(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let (mut head, mut body) = (head, body);
+        while !head.is_empty() || !body.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_write_timeout(Some(deadline - now))?;
+            match self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let from_head = n.min(head.len());
+                    head = &head[from_head..];
+                    body = &body[n - from_head..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A peer that hung up or stopped reading is not an error worth a log line.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn reply_error(&mut self, status: Status, buf: &mut Vec<u8>) {
+        buf.clear();
+        let mut text = Vec::new();
+        metrics::push_u64(&mut text, u64::from(status.code()));
+        text.push(b' ');
+        text.extend_from_slice(status.reason().to_ascii_lowercase().as_bytes());
+        text.push(b'\n');
+        http::write_response(
+            buf,
+            &Response {
+                status,
+                content_type: "text/plain; charset=utf-8",
+                body: &text,
+                head_only: false,
+                close: true,
+                allow: false,
+                date: &date_now(),
+            },
+        );
+        if self.write(buf, &[]).is_ok() {
+            self.linger();
+        }
+    }
+
+    /// Closes politely: no more writes, then reads and drops what the client still sends for a
+    /// short while, so the response is not destroyed by a reset.
+    fn linger(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        let mut sink = [0u8; 4096];
+        while drained < LINGER_BYTES {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let _ = self.stream.set_read_timeout(Some(deadline - now));
+            match self.stream.read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limit with 503 without giving it a thread: what it already
+/// sent is dropped unread, nothing waits.
+fn refuse(stream: TcpStream) {
+    let mut out = Vec::new();
+    http::write_response(
+        &mut out,
+        &Response {
+            status: Status::ServiceUnavailable,
+            content_type: "text/plain; charset=utf-8",
+            body: b"503 too many connections\n",
+            head_only: false,
+            close: true,
+            allow: false,
+            date: &date_now(),
+        },
+    );
+    if stream.set_nonblocking(true).is_ok() {
+        let mut s = &stream;
+        let _ = s.write(&out);
+        let _ = stream.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = s.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+fn date_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    http::http_date(secs)
+}

@@ -1,0 +1,544 @@
+//! Reads `<root>/class/net` into plain [`Interface`] values, afresh on every scan.
+//!
+//! The kernel's rules, as node_exporter and procfs learned them: `class/net` holds symlinks into
+//! `devices/` (and regular files such as `bonding_masters`, which are not interfaces); an
+//! attribute the driver cannot answer reads EINVAL (`carrier`, `speed`, `duplex` on an interface
+//! that is not running), EOPNOTSUPP or ENODEV; an interface may vanish between `read_dir` and
+//! the read, giving ENOENT. Those mean "no sample". Anything else (a directory where a file
+//! should be, a value that does not parse) is counted in [`Scan::errors`] and also gives no
+//! sample: a scrape degrades, it never fails whole.
+//!
+//! Invariant: never reads outside its root, never panics on any file content, and never blocks
+//! on a file that is not a sysfs attribute (files are opened non-blocking).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::glob::Glob;
+
+/// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
+/// attribute is never longer; a fixture file that is gets refused rather than truncated.
+const ATTR_BUF: usize = 4096;
+
+/// `O_NONBLOCK` on Linux (the same value on x86_64 and aarch64). sysfs ignores it; it keeps a
+/// FIFO planted in a fixture tree from blocking a scrape forever.
+const O_NONBLOCK: i32 = 0o4000;
+
+/// Linux errno values that mean "the kernel has no value for this", not a fault.
+const ENOENT: i32 = 2;
+const ENODEV: i32 = 19;
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
+
+/// RFC 2863 operational states, as the kernel spells them in `operstate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperState {
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+    /// A value the kernel does not write; kept so the seed's "any other state = 2" holds.
+    Other,
+}
+
+impl OperState {
+    pub const ALL: [OperState; 7] = [
+        OperState::Unknown,
+        OperState::NotPresent,
+        OperState::Down,
+        OperState::LowerLayerDown,
+        OperState::Testing,
+        OperState::Dormant,
+        OperState::Up,
+    ];
+
+    pub fn parse(s: &[u8]) -> OperState {
+        match s {
+            b"unknown" => OperState::Unknown,
+            b"notpresent" => OperState::NotPresent,
+            b"down" => OperState::Down,
+            b"lowerlayerdown" => OperState::LowerLayerDown,
+            b"testing" => OperState::Testing,
+            b"dormant" => OperState::Dormant,
+            b"up" => OperState::Up,
+            _ => OperState::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OperState::Unknown => "unknown",
+            OperState::NotPresent => "notpresent",
+            OperState::Down => "down",
+            OperState::LowerLayerDown => "lowerlayerdown",
+            OperState::Testing => "testing",
+            OperState::Dormant => "dormant",
+            OperState::Up => "up",
+            OperState::Other => "other",
+        }
+    }
+
+    /// The seed exporter's encoding: down = 0, up = 1, anything else = 2.
+    pub fn seed_value(self) -> u8 {
+        match self {
+            OperState::Down => 0,
+            OperState::Up => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The counters read from `statistics/` with `--collector.statistics`, in this order.
+pub const STATISTICS: [&str; 8] = [
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_dropped",
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_dropped",
+];
+
+/// One interface as read in one scan. `None` and empty strings mean "no value".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interface {
+    /// The directory name, which need not be UTF-8.
+    pub name: Vec<u8>,
+    /// `operstate` as read, trimmed.
+    pub operstate: Vec<u8>,
+    pub admin_up: Option<bool>,
+    pub carrier: Option<bool>,
+    pub carrier_changes: Option<u64>,
+    pub carrier_up: Option<u64>,
+    pub carrier_down: Option<u64>,
+    pub mtu: Option<u64>,
+    /// Link speed in Mb/s; `None` when the driver reports none or -1.
+    pub speed_mbps: Option<u64>,
+    pub address: Vec<u8>,
+    pub duplex: Vec<u8>,
+    pub ifalias: Vec<u8>,
+    /// Present only with `--collector.statistics`, in [`STATISTICS`] order.
+    pub statistics: Option<[Option<u64>; 8]>,
+}
+
+impl Interface {
+    pub fn oper(&self) -> OperState {
+        OperState::parse(&self.operstate)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub statistics: bool,
+    pub include: Vec<Glob>,
+    pub exclude: Vec<Glob>,
+}
+
+impl Options {
+    /// Exclude wins; with includes given, only matching names pass.
+    pub fn wants(&self, name: &[u8]) -> bool {
+        !self.exclude.iter().any(|g| g.matches(name))
+            && (self.include.is_empty() || self.include.iter().any(|g| g.matches(name)))
+    }
+}
+
+/// What one scan found. Kept between scans only to reuse its allocations.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Sorted by name.
+    pub interfaces: Vec<Interface>,
+    /// Reads that failed for a reason other than the expected ones.
+    pub errors: u64,
+    spare: Vec<Interface>,
+}
+
+/// Why the sysfs root cannot be used at all.
+#[derive(Debug)]
+pub enum Error {
+    NoClassNet { path: PathBuf, err: io::Error },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoClassNet { path, err } => {
+                write!(f, "cannot read {}: {}", path.display(), lowercase(err))
+            }
+        }
+    }
+}
+
+/// `io::Error`'s own text starts with a capital ("No such file or directory"); our messages
+/// continue a sentence.
+fn lowercase(err: &io::Error) -> String {
+    let mut s = err.to_string();
+    if let Some(first) = s.get(..1) {
+        let lower = first.to_ascii_lowercase();
+        s.replace_range(..1, &lower);
+    }
+    s
+}
+
+/// Checks at start that `root/class/net` is a readable directory.
+pub fn check_root(root: &Path) -> Result<(), Error> {
+    let path = root.join("class/net");
+    match fs::read_dir(&path) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(Error::NoClassNet { path, err }),
+    }
+}
+
+/// Reads interfaces under one sysfs root, reusing its buffers from scan to scan.
+pub struct Reader {
+    class_net: PathBuf,
+    /// Scratch path `class/net/<name>/<attr>`, rebuilt for each read without allocating.
+    path: PathBuf,
+    buf: Box<[u8; ATTR_BUF]>,
+    names: Vec<Vec<u8>>,
+}
+
+impl Reader {
+    pub fn new(root: &Path) -> Reader {
+        Reader {
+            class_net: root.join("class/net"),
+            path: PathBuf::new(),
+            buf: Box::new([0; ATTR_BUF]),
+            names: Vec::new(),
+        }
+    }
+
+    pub fn scan(&mut self, opts: &Options, scan: &mut Scan) {
+        scan.spare.append(&mut scan.interfaces);
+        scan.errors = 0;
+        self.list(opts, scan);
+        let names = std::mem::take(&mut self.names);
+        for name in &names {
+            let mut iface = scan.spare.pop().unwrap_or_default();
+            if self.read_interface(name, opts, &mut iface, &mut scan.errors) {
+                scan.interfaces.push(iface);
+            } else {
+                scan.spare.push(iface);
+            }
+        }
+        self.names = names;
+        scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Fills `self.names` with the entries of `class/net` that may be interfaces.
+    fn list(&mut self, opts: &Options, scan: &mut Scan) {
+        let mut count = 0;
+        let dir = match fs::read_dir(&self.class_net) {
+            Ok(dir) => dir,
+            Err(err) => {
+                scan.errors += 1;
+                crate::log::debug(
+                    "cannot list interfaces",
+                    &[("path", &self.class_net.display()), ("err", &err)],
+                );
+                self.names.truncate(0);
+                return;
+            }
+        };
+        for entry in dir {
+            let Ok(entry) = entry else {
+                scan.errors += 1;
+                continue;
+            };
+            // Interfaces are symlinks (directories in some container runtimes' copies);
+            // regular files such as `bonding_masters` are not. `d_type` costs no syscall.
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.as_bytes();
+            if !opts.wants(name) {
+                continue;
+            }
+            if count == self.names.len() {
+                self.names.push(Vec::new());
+            }
+            let slot = &mut self.names[count];
+            slot.clear();
+            slot.extend_from_slice(name);
+            count += 1;
+        }
+        self.names.truncate(count);
+    }
+
+    /// Reads one interface; false when it is to be left out (gone, or no readable operstate).
+    fn read_interface(
+        &mut self,
+        name: &[u8],
+        opts: &Options,
+        iface: &mut Interface,
+        errors: &mut u64,
+    ) -> bool {
+        iface.name.clear();
+        iface.name.extend_from_slice(name);
+        let Some(operstate) = self.attr(name, "operstate", errors) else {
+            return false;
+        };
+        set_text(&mut iface.operstate, operstate);
+        if OperState::parse(&iface.operstate) == OperState::Other {
+            *errors += 1;
+        }
+
+        iface.admin_up = self
+            .number(name, "flags", parse_hex, errors)
+            .map(|f| f & 1 == 1);
+        iface.carrier = match self.number(name, "carrier", parse_u64, errors) {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            Some(_) => {
+                *errors += 1;
+                None
+            }
+            None => None,
+        };
+        iface.carrier_changes = self.number(name, "carrier_changes", parse_u64, errors);
+        iface.carrier_up = self.number(name, "carrier_up_count", parse_u64, errors);
+        iface.carrier_down = self.number(name, "carrier_down_count", parse_u64, errors);
+        iface.mtu = self.number(name, "mtu", parse_u64, errors);
+        iface.speed_mbps = self.number(name, "speed", parse_speed, errors).flatten();
+        for (field, attr) in [
+            (&mut iface.address, "address"),
+            (&mut iface.duplex, "duplex"),
+            (&mut iface.ifalias, "ifalias"),
+        ] {
+            match self.attr(name, attr, errors) {
+                Some(value) => set_text(field, value),
+                None => field.clear(),
+            }
+        }
+        iface.statistics = if opts.statistics {
+            let mut stats = [None; 8];
+            for (slot, attr) in stats.iter_mut().zip(STATISTICS) {
+                *slot = self.number(name, attr, parse_u64, errors);
+            }
+            Some(stats)
+        } else {
+            None
+        };
+        true
+    }
+
+    fn number<T>(
+        &mut self,
+        name: &[u8],
+        attr: &str,
+        parse: fn(&[u8]) -> Option<T>,
+        errors: &mut u64,
+    ) -> Option<T> {
+        let value = self.attr(name, attr, errors)?;
+        let parsed = parse(trim_newline(value));
+        if parsed.is_none() {
+            let value = String::from_utf8_lossy(value).into_owned();
+            *errors += 1;
+            crate::log::debug(
+                "attribute does not parse",
+                &[("path", &self.path.display()), ("value", &value)],
+            );
+        }
+        parsed
+    }
+
+    /// Reads `class/net/<name>/<attr>` with one open and one read; `None` when there is no
+    /// value, counting the failures that are not expected.
+    fn attr(&mut self, name: &[u8], attr: &str, errors: &mut u64) -> Option<&[u8]> {
+        self.path.clear();
+        self.path.push(&self.class_net);
+        self.path.push(std::ffi::OsStr::from_bytes(name));
+        self.path.push(attr);
+        match read_once(&self.path, &mut self.buf) {
+            Ok(n) => Some(&self.buf[..n]),
+            Err(err) => {
+                if !is_expected(&err) {
+                    *errors += 1;
+                    crate::log::debug(
+                        "attribute read failed",
+                        &[("path", &self.path.display()), ("err", &err)],
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+/// One `open` and one `read`: a sysfs attribute hands over its whole value in the first read.
+fn read_once(path: &Path, buf: &mut [u8; ATTR_BUF]) -> io::Result<usize> {
+    let mut file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)?;
+    let n = file.read(&mut buf[..])?;
+    if n == buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "attribute longer than a page",
+        ));
+    }
+    Ok(n)
+}
+
+fn is_expected(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(ENOENT | ENODEV | EINVAL | EOPNOTSUPP)
+    )
+}
+
+fn trim_newline(s: &[u8]) -> &[u8] {
+    s.strip_suffix(b"\n").unwrap_or(s)
+}
+
+fn set_text(field: &mut Vec<u8>, value: &[u8]) {
+    field.clear();
+    field.extend_from_slice(trim_newline(value));
+}
+
+/// A decimal `u64`, nothing else: no sign, no spaces, no overflow.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// `flags` is printed as `0x%x`.
+pub fn parse_hex(s: &[u8]) -> Option<u64> {
+    let digits = s.strip_prefix(b"0x")?;
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(16)?;
+        Some(n << 4 | u64::from(d))
+    })
+}
+
+/// `speed` in Mb/s; `-1` (and its unsigned twin from older kernels) means unknown, which is a
+/// valid answer with no sample, hence the inner `None`.
+pub fn parse_speed(s: &[u8]) -> Option<Option<u64>> {
+    match s {
+        b"-1" | b"4294967295" => Some(None),
+        _ => parse_u64(s).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"1500", Some(1500)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"", None),
+            (b"-1", None),
+            (b"+1", None),
+            (b" 1", None),
+            (b"1 ", None),
+            (b"0x10", None),
+            (b"1.5", None),
+            (b"\xff", None),
+            (b"99999999999999999999999", None),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(
+                parse_u64(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn hex_flags() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0x1003", Some(0x1003)),
+            (b"0x1002", Some(0x1002)),
+            (b"0x0", Some(0)),
+            (b"0xFFFF", Some(0xffff)),
+            (b"0xffffffffffffffff", Some(u64::MAX)),
+            (b"0x1ffffffffffffffff", None),
+            (b"0x", None),
+            (b"1003", None),
+            (b"0xg", None),
+            (b"", None),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(
+                parse_hex(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn speeds() {
+        assert_eq!(parse_speed(b"1000"), Some(Some(1000)));
+        assert_eq!(parse_speed(b"0"), Some(Some(0)));
+        assert_eq!(parse_speed(b"-1"), Some(None));
+        assert_eq!(parse_speed(b"4294967295"), Some(None));
+        assert_eq!(parse_speed(b"-2"), None);
+        assert_eq!(parse_speed(b"fast"), None);
+    }
+
+    #[test]
+    fn oper_states() {
+        for state in OperState::ALL {
+            assert_eq!(OperState::parse(state.name().as_bytes()), state);
+        }
+        assert_eq!(OperState::parse(b"UP"), OperState::Other);
+        assert_eq!(OperState::parse(b""), OperState::Other);
+        assert_eq!(OperState::Up.seed_value(), 1);
+        assert_eq!(OperState::Down.seed_value(), 0);
+        for other in [
+            OperState::Unknown,
+            OperState::LowerLayerDown,
+            OperState::Dormant,
+            OperState::Testing,
+            OperState::NotPresent,
+            OperState::Other,
+        ] {
+            assert_eq!(other.seed_value(), 2);
+        }
+    }
+
+    #[test]
+    fn filters() -> Result<(), crate::glob::GlobError> {
+        let opts = Options {
+            statistics: false,
+            include: vec![Glob::new("e*")?, Glob::new("br?")?],
+            exclude: vec![Glob::new("eth9")?],
+        };
+        assert!(opts.wants(b"eth0"));
+        assert!(!opts.wants(b"eth9"));
+        assert!(opts.wants(b"br0"));
+        assert!(!opts.wants(b"lo"));
+        let all = Options::default();
+        assert!(all.wants(b"lo"));
+        Ok(())
+    }
+}
