@@ -1,0 +1,8 @@
+//! The one integration-test crate: every test runs the real binary.
+//!
+//! Tests that create network namespaces need root, as CI has; run as another user they fail
+//! with a message saying so rather than skip.
+
+mod cli;
+mod serve;
+mod util;
