@@ -95,16 +95,16 @@ impl OperState {
     }
 }
 
-/// The counters read from `statistics/` with `--collector.statistics`, in this order.
+/// The counters read with `--collector.statistics`, in this order.
 pub const STATISTICS: [&str; 8] = [
-    "rx_bytes",
-    "rx_packets",
-    "rx_errors",
-    "rx_dropped",
-    "tx_bytes",
-    "tx_packets",
-    "tx_errors",
-    "tx_dropped",
+    "statistics/rx_bytes",
+    "statistics/rx_packets",
+    "statistics/rx_errors",
+    "statistics/rx_dropped",
+    "statistics/tx_bytes",
+    "statistics/tx_packets",
+    "statistics/tx_errors",
+    "statistics/tx_dropped",
 ];
 
 /// One interface as read in one scan. `None` and empty strings mean "no value".

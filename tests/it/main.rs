@@ -4,5 +4,6 @@
 //! with a message saying so rather than skip.
 
 mod cli;
+mod linkstate;
 mod serve;
 mod util;

@@ -116,6 +116,14 @@ impl Fixture {
                 ("address", "52:54:00:12:34:56"),
                 ("duplex", "full"),
                 ("ifalias", ""),
+                ("statistics/rx_bytes", "123456789012"),
+                ("statistics/rx_packets", "1000"),
+                ("statistics/rx_errors", "1"),
+                ("statistics/rx_dropped", "2"),
+                ("statistics/tx_bytes", "18446744073709551615"),
+                ("statistics/tx_packets", "900"),
+                ("statistics/tx_errors", "0"),
+                ("statistics/tx_dropped", "3"),
             ],
         )
     }
