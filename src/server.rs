@@ -56,7 +56,9 @@ pub struct Settings {
 
 pub struct Server {
     settings: Settings,
-    collector: Mutex<Collector>,
+    /// Scan buffers not in use. Concurrent scrapes each take one (making a new one when none is
+    /// free) and put it back, so scrapes run in parallel and buffers are reused, never shared.
+    idle: Mutex<Vec<Collector>>,
     active: AtomicUsize,
 }
 
@@ -67,13 +69,9 @@ struct Collector {
 
 impl Server {
     pub fn new(settings: Settings) -> Server {
-        let reader = Reader::new(&settings.sysfs);
         Server {
             settings,
-            collector: Mutex::new(Collector {
-                reader,
-                scan: Scan::default(),
-            }),
+            idle: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
         }
     }
@@ -201,10 +199,7 @@ impl Server {
             self.scrape(format, body);
             (Status::Ok, metrics::content_type(format))
         } else {
-            let mut c = self.lock();
-            let Collector { reader, scan } = &mut *c;
-            reader.scan(&settings.options, scan);
-            page::render(scan, &settings.telemetry_path, body);
+            self.with_scan(|scan| page::render(scan, &settings.telemetry_path, body));
             (Status::Ok, "text/html; charset=utf-8")
         };
         http::write_response(
@@ -226,18 +221,31 @@ impl Server {
 
     fn scrape(&self, format: Format, body: &mut Vec<u8>) {
         let start = Instant::now();
-        let mut c = self.lock();
-        let Collector { reader, scan } = &mut *c;
-        reader.scan(&self.settings.options, scan);
-        metrics::render_interfaces(scan, self.settings.options.statistics, format, body);
-        let errors = scan.errors;
-        drop(c);
+        let statistics = self.settings.options.statistics;
+        let errors = self.with_scan(|scan| {
+            metrics::render_interfaces(scan, statistics, format, body);
+            scan.errors
+        });
         metrics::render_self(errors, start.elapsed().as_secs_f64(), format, body);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Collector> {
-        // A panic while scanning cannot leave the buffers in a state a later scan cannot use.
-        self.collector.lock().unwrap_or_else(|e| e.into_inner())
+    /// Scans sysfs afresh and hands the result to `f`.
+    fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> T {
+        let taken = self.idle_collectors().pop();
+        let mut c = taken.unwrap_or_else(|| Collector {
+            reader: Reader::new(&self.settings.sysfs),
+            scan: Scan::default(),
+        });
+        c.reader.scan(&self.settings.options, &mut c.scan);
+        let result = f(&c.scan);
+        self.idle_collectors().push(c);
+        result
+    }
+
+    fn idle_collectors(&self) -> std::sync::MutexGuard<'_, Vec<Collector>> {
+        // A panic elsewhere cannot leave the list in a state that matters: it only holds
+        // buffers.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

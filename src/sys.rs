@@ -1,5 +1,5 @@
-//! The crate's only `unsafe`: signal masks, sockets inherited from systemd, and two libc
-//! queries std does not offer. Plus the systemd readiness message, which needs none.
+//! The crate's only `unsafe`: signal masks, sockets inherited from systemd, `openat` for
+//! sysfs attributes, and the effective user id: the libc calls std does not offer. Plus the systemd readiness message, which needs none.
 //!
 //! Declarations are written by hand against the Linux ABI (the same on glibc and musl, x86_64
 //! and aarch64) because the project takes no dependency but lexopt.
@@ -7,10 +7,12 @@
 //! Invariant: every `unsafe` block is here, with a `// SAFETY:` comment, and none of them
 //! outlives the call that made it.
 
+use std::ffi::CStr;
 use std::fmt;
+use std::fs::File;
 use std::net::TcpListener;
-use std::os::fd::FromRawFd as _;
-use std::os::raw::{c_int, c_void};
+use std::os::fd::{AsRawFd as _, FromRawFd as _};
+use std::os::raw::{c_char, c_int, c_void};
 
 const SIG_BLOCK: c_int = 0;
 pub const SIGINT: c_int = 2;
@@ -19,6 +21,10 @@ const F_GETFD: c_int = 1;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
 const SOL_SOCKET: c_int = 1;
+/// `O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY`, the same on x86_64 and aarch64.
+/// Non-blocking: sysfs ignores it, and it keeps a FIFO planted in a fixture tree from blocking
+/// a scrape forever.
+const OPEN_ATTR_FLAGS: c_int = 0o2000000 | 0o4000 | 0o400;
 const SO_ACCEPTCONN: c_int = 30;
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: c_int = 3;
@@ -36,6 +42,7 @@ extern "C" {
     fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
     fn geteuid() -> u32;
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, ...) -> c_int;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
         -> c_int;
 }
@@ -76,6 +83,19 @@ pub fn wait_for_termination() -> c_int {
             return sig;
         }
     }
+}
+
+/// Opens `name` relative to the directory `dir` for reading, non-blocking and close-on-exec.
+/// std has no `openat`; it lets a scrape open each attribute with a one-component lookup.
+pub fn open_at(dir: &File, name: &CStr) -> std::io::Result<File> {
+    // SAFETY: `dir` is an open descriptor for the duration of the call and `name` is
+    // NUL-terminated; openat does not keep either pointer.
+    let fd = unsafe { openat(dir.as_raw_fd(), name.as_ptr(), OPEN_ATTR_FLAGS) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat just returned this descriptor to us and nothing else refers to it.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 pub fn is_root() -> bool {

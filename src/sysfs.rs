@@ -9,8 +9,9 @@
 //! sample: a scrape degrades, it never fails whole.
 //!
 //! Invariant: never reads outside its root, never panics on any file content, and never blocks
-//! on a file that is not a sysfs attribute (files are opened non-blocking).
+//! on a file that is not a sysfs attribute (attributes are opened non-blocking).
 
+use std::ffi::{CStr, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
@@ -19,14 +20,14 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::glob::Glob;
+use crate::sys;
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
 /// attribute is never longer; a fixture file that is gets refused rather than truncated.
 const ATTR_BUF: usize = 4096;
 
-/// `O_NONBLOCK` on Linux (the same value on x86_64 and aarch64). sysfs ignores it; it keeps a
-/// FIFO planted in a fixture tree from blocking a scrape forever.
-const O_NONBLOCK: i32 = 0o4000;
+/// `O_PATH` on Linux (the same value on x86_64 and aarch64).
+const O_PATH: i32 = 0o10000000;
 
 /// Linux errno values that mean "the kernel has no value for this", not a fault.
 const ENOENT: i32 = 2;
@@ -96,15 +97,15 @@ impl OperState {
 }
 
 /// The counters read with `--collector.statistics`, in this order.
-pub const STATISTICS: [&str; 8] = [
-    "statistics/rx_bytes",
-    "statistics/rx_packets",
-    "statistics/rx_errors",
-    "statistics/rx_dropped",
-    "statistics/tx_bytes",
-    "statistics/tx_packets",
-    "statistics/tx_errors",
-    "statistics/tx_dropped",
+pub const STATISTICS: [&CStr; 8] = [
+    c"statistics/rx_bytes",
+    c"statistics/rx_packets",
+    c"statistics/rx_errors",
+    c"statistics/rx_dropped",
+    c"statistics/tx_bytes",
+    c"statistics/tx_packets",
+    c"statistics/tx_errors",
+    c"statistics/tx_dropped",
 ];
 
 /// One interface as read in one scan. `None` and empty strings mean "no value".
@@ -199,7 +200,7 @@ pub fn check_root(root: &Path) -> Result<(), Error> {
 /// Reads interfaces under one sysfs root, reusing its buffers from scan to scan.
 pub struct Reader {
     class_net: PathBuf,
-    /// Scratch path `class/net/<name>/<attr>`, rebuilt for each read without allocating.
+    /// Scratch path `class/net/<name>`, rebuilt for each interface without allocating.
     path: PathBuf,
     buf: Box<[u8; ATTR_BUF]>,
     names: Vec<Vec<u8>>,
@@ -283,37 +284,57 @@ impl Reader {
     ) -> bool {
         iface.name.clear();
         iface.name.extend_from_slice(name);
-        let Some(operstate) = self.attr(name, "operstate", errors) else {
+        self.path.clear();
+        self.path.push(&self.class_net);
+        self.path.push(OsStr::from_bytes(name));
+        // The directory is opened once (O_PATH: no read access needed, nothing allocated in
+        // sysfs) and every attribute relative to it, which spares the kernel walking the
+        // whole path and the class/net symlink eleven times.
+        let dir = match OpenOptions::new()
+            .read(true)
+            .custom_flags(O_PATH)
+            .open(&self.path)
+        {
+            Ok(dir) => dir,
+            Err(err) => {
+                self.fail(None, &err, errors);
+                return false;
+            }
+        };
+        let mut r = AttrReader {
+            dir: &dir,
+            buf: &mut self.buf,
+            path: &self.path,
+            errors,
+        };
+        let Some(operstate) = r.attr(c"operstate") else {
             return false;
         };
         set_text(&mut iface.operstate, operstate);
         if OperState::parse(&iface.operstate) == OperState::Other {
-            *errors += 1;
+            *r.errors += 1;
         }
-
-        iface.admin_up = self
-            .number(name, "flags", parse_hex, errors)
-            .map(|f| f & 1 == 1);
-        iface.carrier = match self.number(name, "carrier", parse_u64, errors) {
+        iface.admin_up = r.number(c"flags", parse_hex).map(|f| f & 1 == 1);
+        iface.carrier = match r.number(c"carrier", parse_u64) {
             Some(0) => Some(false),
             Some(1) => Some(true),
             Some(_) => {
-                *errors += 1;
+                *r.errors += 1;
                 None
             }
             None => None,
         };
-        iface.carrier_changes = self.number(name, "carrier_changes", parse_u64, errors);
-        iface.carrier_up = self.number(name, "carrier_up_count", parse_u64, errors);
-        iface.carrier_down = self.number(name, "carrier_down_count", parse_u64, errors);
-        iface.mtu = self.number(name, "mtu", parse_u64, errors);
-        iface.speed_mbps = self.number(name, "speed", parse_speed, errors).flatten();
+        iface.carrier_changes = r.number(c"carrier_changes", parse_u64);
+        iface.carrier_up = r.number(c"carrier_up_count", parse_u64);
+        iface.carrier_down = r.number(c"carrier_down_count", parse_u64);
+        iface.mtu = r.number(c"mtu", parse_u64);
+        iface.speed_mbps = r.number(c"speed", parse_speed).flatten();
         for (field, attr) in [
-            (&mut iface.address, "address"),
-            (&mut iface.duplex, "duplex"),
-            (&mut iface.ifalias, "ifalias"),
+            (&mut iface.address, c"address"),
+            (&mut iface.duplex, c"duplex"),
+            (&mut iface.ifalias, c"ifalias"),
         ] {
-            match self.attr(name, attr, errors) {
+            match r.attr(attr) {
                 Some(value) => set_text(field, value),
                 None => field.clear(),
             }
@@ -321,7 +342,7 @@ impl Reader {
         iface.statistics = if opts.statistics {
             let mut stats = [None; 8];
             for (slot, attr) in stats.iter_mut().zip(STATISTICS) {
-                *slot = self.number(name, attr, parse_u64, errors);
+                *slot = r.number(attr, parse_u64);
             }
             Some(stats)
         } else {
@@ -330,63 +351,74 @@ impl Reader {
         true
     }
 
-    fn number<T>(
-        &mut self,
-        name: &[u8],
-        attr: &str,
-        parse: fn(&[u8]) -> Option<T>,
-        errors: &mut u64,
-    ) -> Option<T> {
-        let value = self.attr(name, attr, errors)?;
-        let parsed = parse(trim_newline(value));
-        if parsed.is_none() {
-            let value = String::from_utf8_lossy(value).into_owned();
-            *errors += 1;
-            crate::log::debug(
-                "attribute does not parse",
-                &[("path", &self.path.display()), ("value", &value)],
-            );
-        }
-        parsed
+    fn fail(&self, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
+        fail(&self.path, attr, err, errors)
     }
+}
 
-    /// Reads `class/net/<name>/<attr>` with one open and one read; `None` when there is no
-    /// value, counting the failures that are not expected.
-    fn attr(&mut self, name: &[u8], attr: &str, errors: &mut u64) -> Option<&[u8]> {
-        self.path.clear();
-        self.path.push(&self.class_net);
-        self.path.push(std::ffi::OsStr::from_bytes(name));
-        self.path.push(attr);
-        match read_once(&self.path, &mut self.buf) {
+/// Counts and logs a failed read unless the kernel meant "no value".
+fn fail(dir: &Path, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
+    if is_expected(err) {
+        return;
+    }
+    *errors += 1;
+    if crate::log::enabled(crate::log::Level::Debug) {
+        let attr = attr.map(CStr::to_string_lossy).unwrap_or_default();
+        crate::log::debug(
+            "attribute read failed",
+            &[("path", &dir.join(&*attr).display()), ("err", err)],
+        );
+    }
+}
+
+/// Reads the attributes of one interface relative to its open directory.
+struct AttrReader<'a> {
+    dir: &'a File,
+    buf: &'a mut [u8; ATTR_BUF],
+    /// The directory's path, for log lines only.
+    path: &'a Path,
+    errors: &'a mut u64,
+}
+
+impl AttrReader<'_> {
+    /// One `openat`, one `read`, one `close`: a sysfs attribute hands over its whole value in
+    /// the first read. `None` when there is no value.
+    fn attr(&mut self, attr: &CStr) -> Option<&[u8]> {
+        let result = sys::open_at(self.dir, attr).and_then(|mut file| {
+            let n = file.read(&mut self.buf[..])?;
+            if n == ATTR_BUF {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "attribute longer than a page",
+                ));
+            }
+            Ok(n)
+        });
+        match result {
             Ok(n) => Some(&self.buf[..n]),
             Err(err) => {
-                if !is_expected(&err) {
-                    *errors += 1;
-                    crate::log::debug(
-                        "attribute read failed",
-                        &[("path", &self.path.display()), ("err", &err)],
-                    );
-                }
+                fail(self.path, Some(attr), &err, self.errors);
                 None
             }
         }
     }
-}
 
-/// One `open` and one `read`: a sysfs attribute hands over its whole value in the first read.
-fn read_once(path: &Path, buf: &mut [u8; ATTR_BUF]) -> io::Result<usize> {
-    let mut file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NONBLOCK)
-        .open(path)?;
-    let n = file.read(&mut buf[..])?;
-    if n == buf.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "attribute longer than a page",
-        ));
+    fn number<T>(&mut self, attr: &CStr, parse: fn(&[u8]) -> Option<T>) -> Option<T> {
+        let value = self.attr(attr)?;
+        let parsed = parse(trim_newline(value));
+        if parsed.is_none() {
+            let value = String::from_utf8_lossy(value).into_owned();
+            *self.errors += 1;
+            crate::log::debug(
+                "attribute does not parse",
+                &[
+                    ("path", &self.path.join(&*attr.to_string_lossy()).display()),
+                    ("value", &value),
+                ],
+            );
+        }
+        parsed
     }
-    Ok(n)
 }
 
 fn is_expected(err: &io::Error) -> bool {
