@@ -232,22 +232,34 @@ fn timeout(parser: &mut lexopt::Parser, flag: &'static str) -> Result<Duration, 
 }
 
 /// Parses `10`, `2.5`, `10s`, `500ms` or `1m` into a positive duration of at most a day.
+///
+/// Integer arithmetic on nanoseconds: `f64::from_str` would also take "inf", "nan" and "1e3",
+/// and float parsing alone would add tens of KiB to a binary meant to be small.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
+    let (number, nanos_per_unit) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1_000_000)
     } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
+        (n, 1_000_000_000)
     } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
+        (n, 60_000_000_000)
     } else {
-        (s, 1.0)
+        (s, 1_000_000_000)
     };
-    // `f64::from_str` would also take "inf", "nan" and "1e3"; only plain decimals are meant.
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || whole.len() > 6 || fraction.len() > 9 || number.ends_with('.') {
         return None;
     }
-    let secs = number.parse::<f64>().ok()? * scale;
-    let d = Duration::try_from_secs_f64(secs).ok()?;
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let fraction_nanos: u128 = format!("{fraction:0<9}").parse().ok()?;
+    let nanos = whole * nanos_per_unit + fraction_nanos * nanos_per_unit / 1_000_000_000;
+    let d = Duration::from_nanos(u64::try_from(nanos).ok()?);
     (d > Duration::ZERO && d <= MAX_TIMEOUT).then_some(d)
 }
 
@@ -508,6 +520,9 @@ mod tests {
             ("500ms", 500),
             ("1m", 60_000),
             ("86400", 86_400_000),
+            ("0.001", 1),
+            ("1.5m", 90_000),
+            ("2.25s", 2250),
         ];
         for (s, ms) in ok {
             assert_eq!(parse_duration(s), Some(Duration::from_millis(ms)), "{s}");

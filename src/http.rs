@@ -374,11 +374,24 @@ pub fn negotiate(accept: Option<&[u8]>) -> Format {
     }
 }
 
-/// A q-value in thousandths; anything unparsable counts as 0, "not acceptable".
+/// A q-value (RFC 9110: `0[.ddd]` or `1[.000]`) in thousandths; anything else counts as 0,
+/// "not acceptable".
 fn parse_q(s: &[u8]) -> u16 {
-    let s = std::str::from_utf8(s).unwrap_or("");
-    match s.parse::<f32>() {
-        Ok(q) if (0.0..=1.0).contains(&q) => (q * 1000.0).round() as u16,
+    let (whole, fraction) = match s.iter().position(|&b| b == b'.') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, &b""[..]),
+    };
+    if fraction.len() > 3 || !fraction.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    let thousandths = fraction
+        .iter()
+        .chain(b"000")
+        .take(3)
+        .fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'));
+    match whole {
+        b"0" => thousandths,
+        b"1" if thousandths == 0 => 1000,
         _ => 0,
     }
 }
@@ -715,6 +728,14 @@ mod tests {
             (Some(b"application/openmetrics-text;q=bogus"), Format::Text),
             (Some(b"application/json"), Format::Text),
             (Some(b",,;;=,"), Format::Text),
+            (
+                Some(b"text/plain;q=0.001, application/openmetrics-text;q=0.01"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some(b"text/plain;q=1.5, application/openmetrics-text;q=0.1"),
+                Format::OpenMetrics,
+            ),
         ];
         for &(accept, expected) in cases {
             assert_eq!(
@@ -722,6 +743,34 @@ mod tests {
                 expected,
                 "{:?}",
                 accept.map(String::from_utf8_lossy)
+            );
+        }
+    }
+
+    #[test]
+    fn q_values() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"1", 1000),
+            (b"1.0", 1000),
+            (b"1.000", 1000),
+            (b"0", 0),
+            (b"0.5", 500),
+            (b"0.25", 250),
+            (b"0.125", 125),
+            (b"0.", 0),
+            (b"1.5", 0),
+            (b"0.1234", 0),
+            (b"2", 0),
+            (b"-0.5", 0),
+            (b"", 0),
+            (b"0.x", 0),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(
+                parse_q(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
             );
         }
     }

@@ -8,6 +8,8 @@
 //! Invariant: output is always valid exposition text: label values are escaped and valid UTF-8,
 //! integers are printed from integers, and nothing is cached between scrapes.
 
+use std::time::Duration;
+
 use crate::http::Format;
 use crate::sysfs::{Interface, OperState, Scan};
 
@@ -207,14 +209,14 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
 }
 
 /// Renders the exporter's own families and, for OpenMetrics, the closing line.
-pub fn render_self(errors: u64, seconds: f64, format: Format, out: &mut Vec<u8>) {
+pub fn render_self(errors: u64, elapsed: Duration, format: Format, out: &mut Vec<u8>) {
     header(out, &BUILD_INFO, format);
     out.extend_from_slice(BUILD_INFO.name.as_bytes());
     out.extend_from_slice(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
     header(out, &SCRAPE_DURATION, format);
     out.extend_from_slice(SCRAPE_DURATION.name.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(format_seconds(seconds).as_bytes());
+    push_seconds(out, elapsed);
     out.push(b'\n');
     header(out, &SCRAPE_ERRORS, format);
     out.extend_from_slice(SCRAPE_ERRORS.name.as_bytes());
@@ -226,12 +228,18 @@ pub fn render_self(errors: u64, seconds: f64, format: Format, out: &mut Vec<u8>)
     }
 }
 
-fn format_seconds(seconds: f64) -> String {
-    if seconds.is_finite() && seconds >= 0.0 {
-        format!("{seconds:.9}")
-    } else {
-        "0".to_owned()
+/// Appends a duration as decimal seconds with nanosecond digits, without floating point.
+fn push_seconds(out: &mut Vec<u8>, d: Duration) {
+    push_u64(out, d.as_secs());
+    out.push(b'.');
+    let nanos = d.subsec_nanos();
+    let mut digits = [b'0'; 9];
+    let mut n = nanos;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
     }
+    out.extend_from_slice(&digits);
 }
 
 fn header(out: &mut Vec<u8>, family: &Family, format: Format) {
@@ -345,6 +353,20 @@ mod tests {
     }
 
     #[test]
+    fn seconds() {
+        for (d, expected) in [
+            (Duration::ZERO, "0.000000000"),
+            (Duration::from_nanos(1), "0.000000001"),
+            (Duration::from_micros(1234), "0.001234000"),
+            (Duration::new(12, 500_000_000), "12.500000000"),
+        ] {
+            let mut out = Vec::new();
+            push_seconds(&mut out, d);
+            assert_eq!(String::from_utf8_lossy(&out), expected);
+        }
+    }
+
+    #[test]
     fn integers() {
         for v in [
             0,
@@ -425,7 +447,7 @@ mod tests {
         scan.interfaces[0].carrier_changes = Some(3);
         let mut out = Vec::new();
         render_interfaces(&scan, true, Format::OpenMetrics, &mut out);
-        render_self(0, 0.25, Format::OpenMetrics, &mut out);
+        render_self(0, Duration::from_millis(250), Format::OpenMetrics, &mut out);
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("# TYPE interface_status unknown\n"));
         assert!(text.contains("# TYPE interface_carrier_changes counter\n"));

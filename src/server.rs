@@ -27,9 +27,9 @@ use crate::{log, metrics, page};
 /// boxed); 128 KiB leaves a wide margin and keeps 512 threads' reservations small.
 const CONNECTION_STACK: usize = 128 * 1024;
 
-/// Bytes read from a socket at once. Twice the largest head we take, so a complete head plus
-/// some pipelined bytes usually arrive in one read.
-const READ_CHUNK: usize = 2 * http::MAX_HEAD;
+/// Bytes read from a socket at once: a page, which holds any real request head. Larger chunks
+/// would only cost memory on every idle connection.
+const READ_CHUNK: usize = 4096;
 
 /// Deadline for writing one whole response. A scrape body is at most a few hundred KiB; a client
 /// that cannot take that in 10 s is stuck, and its thread is better spent on someone else.
@@ -226,7 +226,7 @@ impl Server {
             metrics::render_interfaces(scan, statistics, format, body);
             scan.errors
         });
-        metrics::render_self(errors, start.elapsed().as_secs_f64(), format, body);
+        metrics::render_self(errors, start.elapsed(), format, body);
     }
 
     /// Scans sysfs afresh and hands the result to `f`.

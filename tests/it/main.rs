@@ -4,6 +4,7 @@
 //! with a message saying so rather than skip.
 
 mod cli;
+mod deploy;
 mod linkstate;
 mod serve;
 mod util;
