@@ -465,3 +465,27 @@ fn promtool_accepts_the_output() -> Result {
     );
     Ok(())
 }
+
+#[test]
+fn accept_errors_are_logged_and_survived() -> Result {
+    let f = seed_host()?;
+    // With 24 descriptors and a handful taken by the process itself, accepting a couple of
+    // dozen connections runs into EMFILE.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -n 24 && exec {BIN} --web.listen-address=127.0.0.1:0 {}",
+        f.flag()
+    ));
+    let mut exp = Exporter::spawn(&mut cmd)?;
+    let held: Vec<_> = (0..40).filter_map(|_| connect(exp.addr).ok()).collect();
+    wait_for("an accept error in the log", DEADLINE, || {
+        exp.log().contains("msg=\"accept failed\"").then_some(())
+    })?;
+    exp.assert_alive()?;
+    drop(held);
+    let r = wait_for("scrapes to work again", DEADLINE, || {
+        exp.get("/metrics").ok().filter(|r| r.status == 200)
+    })?;
+    assert!(r.text().contains("interface_status{interface=\"eth0\"} 1"));
+    Ok(())
+}
