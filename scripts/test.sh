@@ -14,9 +14,10 @@ fi
 
 # Debian packages the tests drive: promtool and prometheus (scrape and rule tests), iproute2
 # (namespaces), curl (requests from inside a namespace), python3-yaml (manifest checks),
+# python3-prometheus-client (an independent OpenMetrics parser),
 # qemu-user-static (the aarch64 build), systemd (socket activation, unit verification),
 # chromium (the status page in a browser), strace (syscall counts).
-packages=(prometheus iproute2 curl python3 python3-yaml qemu-user-static systemd chromium strace util-linux)
+packages=(prometheus iproute2 curl python3 python3-yaml python3-prometheus-client qemu-user-static systemd chromium strace util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
