@@ -5,5 +5,6 @@
 
 mod cli;
 mod linkstate;
+mod prometheus;
 mod serve;
 mod util;
