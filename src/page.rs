@@ -23,9 +23,11 @@ pub fn render(scan: &Scan, telemetry_path: &str, out: &mut Vec<u8>) {
             "\">\n<title>interfaces_exporter</title>\n<style>\n",
             "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\n",
             "table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\n",
-            "td.n{text-align:right;font-variant-numeric:tabular-nums}\n",
+            "th{background:#f4f4f4}.n{text-align:right;font-variant-numeric:tabular-nums}\n",
             ".up{background:#c8f0c8}.down,.lowerlayerdown{background:#f8c8c8}",
             ".dormant,.testing,.notpresent{background:#f8e8b0}.unknown,.other{background:#e4e4e4}\n",
+            // Shut down on purpose is not an outage (the alert rules say the same): muted, not red.
+            ".admin-down{background:none;color:#888}\n",
             "</style>\n</head>\n<body>\n<h1>interfaces_exporter</h1>\n<p>Version ",
             env!("CARGO_PKG_VERSION"),
             ". Metrics: <a href=\""
@@ -35,11 +37,14 @@ pub fn render(scan: &Scan, telemetry_path: &str, out: &mut Vec<u8>) {
     push_html(out, telemetry_path.as_bytes());
     out.extend_from_slice(b"\">");
     push_html(out, telemetry_path.as_bytes());
-    out.extend_from_slice(b"</a></p>\n<table>\n<thead><tr><th>Interface</th><th>Oper state</th><th>Admin</th><th>Carrier</th><th>Speed (Mb/s)</th><th>MTU</th><th>Carrier changes</th><th>Alias</th></tr></thead>\n<tbody>\n");
+    out.extend_from_slice(b"</a></p>\n<table>\n<thead><tr><th>Interface</th><th>Oper state</th><th>Admin</th><th>Carrier</th><th class=\"n\">Speed (Mb/s)</th><th class=\"n\">MTU</th><th class=\"n\">Carrier changes</th><th>Alias</th></tr></thead>\n<tbody>\n");
     for i in &scan.interfaces {
         let oper = i.oper();
         out.extend_from_slice(b"<tr class=\"");
         out.extend_from_slice(oper.name().as_bytes());
+        if i.admin_up == Some(false) {
+            out.extend_from_slice(b" admin-down");
+        }
         out.extend_from_slice(b"\"><td>");
         push_html(out, &i.name);
         out.extend_from_slice(b"</td><td>");
@@ -133,5 +138,22 @@ mod tests {
         assert!(!html.contains("<img"));
         assert!(html.contains("<a href=\"/metrics\">/metrics</a>"));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn admin_down_rows_are_marked() {
+        let mut scan = Scan::default();
+        scan.interfaces = vec![Interface {
+            name: b"eth2".to_vec(),
+            operstate: b"down".to_vec(),
+            admin_up: Some(false),
+            ..Interface::default()
+        }];
+        let mut out = Vec::new();
+        render(&scan, "/metrics", &mut out);
+        let html = String::from_utf8(out).unwrap_or_default();
+        assert!(
+            html.contains("<tr class=\"down admin-down\"><td>eth2</td><td>down</td><td>down</td>")
+        );
     }
 }

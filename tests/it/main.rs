@@ -3,8 +3,10 @@
 //! Tests that create network namespaces need root, as CI has; run as another user they fail
 //! with a message saying so rather than skip.
 
+mod browser;
 mod cli;
 mod deploy;
 mod linkstate;
+mod prometheus;
 mod serve;
 mod util;

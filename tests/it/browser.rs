@@ -1,0 +1,379 @@
+//! The status page at `/` as a browser sees it: headless Chromium loads it from the exporter
+//! (both inside a namespace of the test's own, so the browser can reach nothing but loopback),
+//! and the DOM it built is checked, not the bytes the server sent. A hostile interface name or
+//! alias that slipped past the escaping would show up there as an element.
+//!
+//! `UPDATE_SCREENSHOT=1` also writes the screenshot to scripts/status-page.png for the README.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Chromium starts in about a second; a loaded CI runner may take many.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The size of the README screenshot: the table's width, and room for a few more rows.
+const WINDOW_SIZE: &str = "1100,500";
+
+/// The hostile interface name: markup, an entity, and a quote (a name cannot hold `/`).
+const HOSTILE_NAME: &str = "<b>x&amp;\"";
+const HOSTILE_ALIAS: &str = "<script>alert(1)</script>";
+
+/// A host with an interface in each state the page colours differently, flags and carrier as
+/// the kernel reports them for that state. With `hostile`, two more interfaces carry markup in
+/// their name and alias.
+fn host(hostile: bool) -> Result<Fixture> {
+    let f = Fixture::new()?;
+    let common = |state: &'static str, flags: &'static str, mtu: &'static str| {
+        vec![("operstate", state), ("flags", flags), ("mtu", mtu)]
+    };
+    let with = |mut v: Vec<(&'static str, &'static str)>, more: &[(&'static str, &'static str)]| {
+        v.extend_from_slice(more);
+        v
+    };
+    f.iface(
+        "eth0",
+        &with(
+            common("up", "0x1003", "1500"),
+            &[
+                ("carrier", "1"),
+                ("speed", "1000"),
+                ("carrier_changes", "2"),
+                ("ifalias", "uplink to core-sw1"),
+            ],
+        ),
+    )?;
+    // Admin up, no cable: carrier 0, and the driver knows no speed.
+    f.iface(
+        "eth1",
+        &with(
+            common("down", "0x1003", "1500"),
+            &[
+                ("carrier", "0"),
+                ("speed", "-1"),
+                ("carrier_changes", "7"),
+                ("ifalias", "rack 12 port 4"),
+            ],
+        ),
+    )?;
+    // Admin down: the kernel refuses carrier and speed, so there are no files.
+    f.iface(
+        "eth2",
+        &with(
+            common("down", "0x1002", "9000"),
+            &[("carrier_changes", "0"), ("ifalias", "")],
+        ),
+    )?;
+    // A VLAN on eth1, which has no link.
+    f.iface(
+        "eth1.100",
+        &with(
+            common("lowerlayerdown", "0x1003", "1500"),
+            &[("carrier", "0"), ("carrier_changes", "1"), ("ifalias", "")],
+        ),
+    )?;
+    f.iface(
+        "lo",
+        &with(
+            common("unknown", "0x9", "65536"),
+            &[("carrier", "1"), ("carrier_changes", "0"), ("ifalias", "")],
+        ),
+    )?;
+    f.iface(
+        "wg0",
+        &with(
+            common("unknown", "0x91", "1420"),
+            &[
+                ("carrier", "1"),
+                ("carrier_changes", "0"),
+                ("ifalias", "tunnel to office"),
+            ],
+        ),
+    )?;
+    f.iface(
+        "wlan0",
+        &with(
+            common("dormant", "0x1003", "1500"),
+            &[("carrier", "1"), ("carrier_changes", "4"), ("ifalias", "")],
+        ),
+    )?;
+    if hostile {
+        f.iface(
+            HOSTILE_NAME,
+            &with(
+                common("up", "0x1003", "1500"),
+                &[("carrier", "1"), ("carrier_changes", "0"), ("ifalias", "")],
+            ),
+        )?;
+        f.iface(
+            "evil0",
+            &with(
+                common("up", "0x1003", "1500"),
+                &[
+                    ("carrier", "1"),
+                    ("carrier_changes", "0"),
+                    ("ifalias", HOSTILE_ALIAS),
+                ],
+            ),
+        )?;
+    }
+    Ok(f)
+}
+
+/// Runs headless Chromium inside `ns` on the page at `exp` with `args` after the common flags
+/// and a fresh profile, and returns its output; it is killed at the deadline.
+fn chromium(ns: &Netns, exp: &Exporter, args: &[&str]) -> Result<Output> {
+    if !Path::new(CHROMIUM).exists() {
+        return Err(format!(
+            "{CHROMIUM} is missing: scripts/test.sh installs the Debian package chromium"
+        )
+        .into());
+    }
+    let profile = TempDir::new()?;
+    let mut child = ns
+        .cmd(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .args(args)
+        .arg(format!("http://{}/", exp.addr))
+        // Whatever Chromium writes outside its profile (caches, crash reports) goes to the
+        // temp dir too.
+        .env("HOME", &profile.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{CHROMIUM}: {e}"))?;
+    // The output is read after exit; a screenshot or a page dump stays far below a pipe's
+    // buffer, so Chromium cannot block on a full pipe meanwhile.
+    let end = Instant::now() + BROWSER_DEADLINE;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Err(format!(
+                "chromium did not finish in {BROWSER_DEADLINE:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "chromium failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+/// The rows of the page's table body as the DOM serializes them: the row's class, and the text
+/// of each cell (still escaped as the serializer escapes text).
+fn rows(dom: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let body = dom
+        .split_once("<tbody>")
+        .and_then(|(_, rest)| rest.split_once("</tbody>"))
+        .ok_or_else(|| format!("no table body in the DOM:\n{dom}"))?
+        .0;
+    let mut rows = Vec::new();
+    for row in body.split("<tr").skip(1) {
+        let class = row
+            .strip_prefix(" class=\"")
+            .and_then(|r| r.split_once('"'))
+            .ok_or_else(|| format!("a row without a class: <tr{row}"))?
+            .0
+            .to_owned();
+        let cells = row
+            .split("<td")
+            .skip(1)
+            .map(|cell| {
+                let text = cell.split_once('>').map_or("", |(_, t)| t);
+                text.split("</td>").next().unwrap_or("").to_owned()
+            })
+            .collect();
+        rows.push((class, cells));
+    }
+    Ok(rows)
+}
+
+#[test]
+fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Result {
+    let f = host(true)?;
+    let ns = Netns::new()?;
+    let exp = ns.exporter(&[&f.flag()])?;
+    let out = chromium(&ns, &exp, &["--dump-dom"])?;
+    let dom = String::from_utf8(out.stdout)?;
+
+    let rows: BTreeMap<String, (String, Vec<String>)> = rows(&dom)?
+        .into_iter()
+        .map(|(class, cells)| (cells.first().cloned().unwrap_or_default(), (class, cells)))
+        .collect();
+    // Name, oper state, admin, carrier, speed, MTU, carrier changes, alias; the row's class is
+    // the state, which is what the colour hangs on.
+    let expected: &[(&str, [&str; 8])] = &[
+        (
+            "up",
+            [
+                "eth0",
+                "up",
+                "up",
+                "yes",
+                "1000",
+                "1500",
+                "2",
+                "uplink to core-sw1",
+            ],
+        ),
+        (
+            "down",
+            [
+                "eth1",
+                "down",
+                "up",
+                "no",
+                "",
+                "1500",
+                "7",
+                "rack 12 port 4",
+            ],
+        ),
+        (
+            "down admin-down",
+            ["eth2", "down", "down", "", "", "9000", "0", ""],
+        ),
+        (
+            "lowerlayerdown",
+            [
+                "eth1.100",
+                "lowerlayerdown",
+                "up",
+                "no",
+                "",
+                "1500",
+                "1",
+                "",
+            ],
+        ),
+        (
+            "unknown",
+            ["lo", "unknown", "up", "yes", "", "65536", "0", ""],
+        ),
+        (
+            "unknown",
+            [
+                "wg0",
+                "unknown",
+                "up",
+                "yes",
+                "",
+                "1420",
+                "0",
+                "tunnel to office",
+            ],
+        ),
+        (
+            "dormant",
+            ["wlan0", "dormant", "up", "yes", "", "1500", "4", ""],
+        ),
+        // The serializer escapes `<`, `>` and `&` in text, not quotes: this is the name as
+        // text, with its `&amp;` kept literally.
+        (
+            "up",
+            [
+                "&lt;b&gt;x&amp;amp;\"",
+                "up",
+                "up",
+                "yes",
+                "",
+                "1500",
+                "0",
+                "",
+            ],
+        ),
+        (
+            "up",
+            [
+                "evil0",
+                "up",
+                "up",
+                "yes",
+                "",
+                "1500",
+                "0",
+                "&lt;script&gt;alert(1)&lt;/script&gt;",
+            ],
+        ),
+    ];
+    assert_eq!(rows.len(), expected.len(), "{dom}");
+    for (class, cells) in expected {
+        let (got_class, got_cells) = rows
+            .get(cells[0])
+            .ok_or_else(|| format!("no row for {}:\n{dom}", cells[0]))?;
+        assert_eq!(got_class, class, "row class of {}", cells[0]);
+        assert_eq!(got_cells, cells, "cells of {}", cells[0]);
+    }
+    // Nothing the fixture held became markup: no element from the name or the alias, and no
+    // script at all.
+    assert!(!dom.contains("<b>"), "{dom}");
+    assert!(!dom.to_ascii_lowercase().contains("<script"), "{dom}");
+    // The page itself: the link to the metrics and the self-refresh survived parsing.
+    assert!(dom.contains("<a href=\"/metrics\">/metrics</a>"), "{dom}");
+    assert!(
+        dom.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{dom}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_screenshot_of_the_page_is_a_png_of_the_window() -> Result {
+    let f = host(false)?;
+    let ns = Netns::new()?;
+    let exp = ns.exporter(&[&f.flag()])?;
+    let dir = TempDir::new()?;
+    let png = dir.0.join("status-page.png");
+    chromium(
+        &ns,
+        &exp,
+        &[
+            &format!("--screenshot={}", png.display()),
+            &format!("--window-size={WINDOW_SIZE}"),
+        ],
+    )?;
+    let bytes = std::fs::read(&png).map_err(|e| format!("no screenshot: {e}"))?;
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG: {:?}",
+        bytes.get(..16)
+    );
+    // The first chunk is IHDR: width and height, big-endian, right after its type.
+    let dimension = |at: usize| -> Result<u32> {
+        let b: [u8; 4] = bytes.get(at..at + 4).ok_or("short PNG")?.try_into()?;
+        Ok(u32::from_be_bytes(b))
+    };
+    assert_eq!(bytes.get(12..16), Some(&b"IHDR"[..]));
+    let (w, h) = WINDOW_SIZE.split_once(',').ok_or("bad WINDOW_SIZE")?;
+    assert_eq!((dimension(16)?, dimension(20)?), (w.parse()?, h.parse()?));
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        std::fs::write(repo().join("scripts/status-page.png"), &bytes)?;
+    }
+    Ok(())
+}
