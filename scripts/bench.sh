@@ -15,9 +15,9 @@
 #   1. scale: 1000 interfaces (500 veth pairs, half of the pairs up, plus lo) in a namespace;
 #      median scrape latency over one kept-alive connection, ours against node_exporter
 #      (default sysfs mode, not --collector.netclass.netlink) and against the floor program,
-#      which only lists class/net and opens, reads and closes the same files. Rounds alternate
-#      the three, and each ratio is the median of the per-round ratios, so drift in the
-#      machine's speed hits both sides of a ratio alike.
+#      which only lists class/net and opens, reads and closes the same files. The three take
+#      turns, one scrape or pass each, and a ratio is the median of the paired ratios, so
+#      whatever else the machine does (this one is shared) slows both sides of a ratio alike.
 #   2. throughput: requests/s under `wrk -t2 -c16` on the host's own interfaces.
 #   3. footprint: peak RSS (VmHWM) of each exporter after each load, the static binary's size,
 #      and the time from spawn to the end of the first complete 200 response.
@@ -58,12 +58,11 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-# Repetitions. A round at 1000 interfaces takes about 10 s on a 2-core machine; five of them
-# give medians that move by a few percent from run to run.
+# Repetitions. A round at 1000 interfaces takes about 12 s on a 2-core machine (node_exporter
+# takes most of it); five of them give ratios that move by a few percent from run to run.
 if $quick; then
-    rounds=2          # rounds at 1000 interfaces (ours, floor, node_exporter)
-    scale_ours=5      # our scrapes per round at 1000 interfaces (and floor passes)
-    scale_peer=2      # node_exporter scrapes per round at 1000 interfaces
+    rounds=2          # rounds at 1000 interfaces
+    scale_n_req=3     # scrapes of each exporter (and floor passes) per round
     growth_rounds=1
     tp_rounds=1
     tp_secs=3
@@ -73,8 +72,7 @@ if $quick; then
     breakdown_passes=5
 else
     rounds=5
-    scale_ours=20
-    scale_peer=5
+    scale_n_req=15
     growth_rounds=3
     tp_rounds=5
     tp_secs=10
@@ -217,6 +215,21 @@ forget() {
 
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# cpu_ticks PID: "user system" CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+tick_us=$(awk -v t="$(getconf CLK_TCK)" 'BEGIN {print 1000000 / t}')
+
+# cpu_add NAME PID BEFORE REQUESTS: adds the CPU time PID used since BEFORE to NAME's tally.
+declare -A cpu_user cpu_sys cpu_requests
+cpu_add() {
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$3"
+    read -r u1 s1 <<<"$(cpu_ticks "$2")"
+    cpu_user[$1]=$((${cpu_user[$1]:-0} + u1 - u0))
+    cpu_sys[$1]=$((${cpu_sys[$1]:-0} + s1 - s0))
+    cpu_requests[$1]=$((${cpu_requests[$1]:-0} + $4))
+}
+
 # field KEY < line: the value of KEY=VALUE in a floor output line.
 field() { tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
@@ -248,21 +261,82 @@ add_pairs() {
 
 count_ifaces() { in_ns "$ns" ls /sys/class/net | wc -l; }
 
-# scrape_us NS PORT N: median latency in us of N kept-alive scrapes; the whole line goes to $work/lines.
-scrape_us() {
+# rotate NS N TARGET...: runs `floor scrape` in NS with N rounds over the targets (LABEL=URL or
+# floor) in turn, and sets med[LABEL] to each target's median in us and ratio[A/B] to the median
+# of the paired ratios. The lines also go to $work/lines.
+declare -A med ratio
+rotate() {
+    local where=$1 n=$2 out line key
+    shift 2
+    out=$(in_ns "$where" "$floor" scrape "$@" --requests "$n" --warmup 1)
+    echo "$out" >>"$work/lines"
+    while read -r line; do
+        case "$line" in
+            target=*)
+                key=$(field target <<<"$line")
+                med[$key]=$(field median_us <<<"$line")
+                ;;
+            ratio=*)
+                key=$(field ratio <<<"$line")
+                ratio[$key]=$(field median <<<"$line")
+                ;;
+        esac
+    done <<<"$out"
+}
+
+# floor_us NS N MODE: median time in us of N floor passes in MODE.
+floor_us() {
     local line
-    line=$(in_ns "$1" "$floor" scrape "http://127.0.0.1:$2/metrics" --requests "$3" --warmup 2)
+    line=$(in_ns "$1" "$floor" scan --passes "$2" --warmup 2 --mode "$3")
     echo "$line" >>"$work/lines"
     field median_us <<<"$line"
 }
 
-# floor_us NS N [MODE]: median time in us of N floor passes.
-floor_us() {
-    local line
-    line=$(in_ns "$1" "$floor" scan --passes "$2" --warmup 2 --mode "${3:-open}")
-    echo "$line" >>"$work/lines"
-    field median_us <<<"$line"
+# --- 2 and 3: throughput and footprint on the host ------------------------------------------
+
+# These run first, before the namespace exists: with 2000 veth devices present, even in another
+# namespace, the exporter's time to first scrape on the host went from about 1.2 ms to 1.8-3.7 ms
+# on the 2-core test machine.
+
+log "throughput on the host: $tp_rounds rounds of wrk -t2 -c16 -d${tp_secs}s each"
+host_ifaces=$(ls /sys/class/net | wc -l)
+p1=$(free_port)
+start ours "" "$p1"
+ours_host=$started
+p2=$(free_port)
+while [[ $p2 == "$p1" ]]; do p2=$(free_port); done
+start peer "" "$p2"
+peer_host=$started
+rps() {
+    wrk -t2 -c16 -d"${tp_secs}s" "http://127.0.0.1:$1/metrics" | tee -a "$work/wrk" |
+        awk '/^Requests\/sec:/ {print $2}'
 }
+to=() tp=() r_tp=()
+for ((r = 0; r < tp_rounds; r++)); do
+    a=$(rps "$p1")
+    b=$(rps "$p2")
+    to+=("$a") tp+=("$b") r_tp+=("$(calc "$a / $b")")
+    log "  round $((r + 1)): ours $a/s, node_exporter $b/s"
+done
+tp_ours=$(printf '%s\n' "${to[@]}" | median)
+tp_peer=$(printf '%s\n' "${tp[@]}" | median)
+ratio_tp=$(printf '%s\n' "${r_tp[@]}" | median)
+hwm_ours_host=$(hwm_kib "$ours_host")
+hwm_peer_host=$(hwm_kib "$peer_host")
+stop "$ours_host"
+stop "$peer_host"
+
+log "startup: $startup_ours runs of ours, $startup_peer of node_exporter"
+p=$(free_port)
+startup_ours_us=$("$floor" startup --runs "$startup_ours" --addr "127.0.0.1:$p" -- \
+    "$bin" "--web.listen-address=127.0.0.1:$p" --path.sysfs=/sys | tee -a "$work/lines" | field median_us)
+p=$(free_port)
+startup_peer_us=$("$floor" startup --runs "$startup_peer" --addr "127.0.0.1:$p" -- \
+    "$peer" --collector.disable-defaults --collector.netclass "--web.listen-address=127.0.0.1:$p" |
+    tee -a "$work/lines" | field median_us)
+
+size_ours=$(stat -c %s "$bin")
+size_peer=$(stat -c %s "$(realpath "$peer")")
 
 # --- 1 and 4: scale and growth, in one namespace that grows ---------------------------------
 
@@ -274,7 +348,7 @@ peer_port=9100
 start ours "$ns" "$ours_port"
 ours_ns=$started
 
-declare -A growth_ours growth_floor growth_n
+declare -A growth_ours growth_floor growth_ratio growth_n
 pairs=0
 for target_pairs in 5 50 500 1000; do
     log "growth: $((target_pairs * 2)) interfaces"
@@ -287,13 +361,14 @@ for target_pairs in 5 50 500 1000; do
     ((per < 5)) && per=5
     ((per > 200)) && per=200
     $quick && per=$(((per + 3) / 4))
-    o=() f=()
+    o=() f=() g=()
     for ((r = 0; r < growth_rounds; r++)); do
-        o+=("$(scrape_us "$ns" "$ours_port" "$per")")
-        f+=("$(floor_us "$ns" "$per")")
+        rotate "$ns" "$per" "ours=http://127.0.0.1:$ours_port/metrics" floor
+        o+=("${med[ours]}") f+=("${med[floor]}") g+=("${ratio[ours/floor]}")
     done
     growth_ours[$target_pairs]=$(printf '%s\n' "${o[@]}" | median)
     growth_floor[$target_pairs]=$(printf '%s\n' "${f[@]}" | median)
+    growth_ratio[$target_pairs]=$(printf '%s\n' "${g[@]}" | median)
 
     if ((target_pairs != 500)); then
         continue
@@ -304,13 +379,16 @@ for target_pairs in 5 50 500 1000; do
     peer_ns=$started
     so=() sf=() sp=() r_peer=() r_floor=()
     for ((r = 0; r < rounds; r++)); do
-        a=$(scrape_us "$ns" "$ours_port" "$scale_ours")
-        b=$(floor_us "$ns" "$scale_ours")
-        c=$(scrape_us "$ns" "$peer_port" "$scale_peer")
-        so+=("$a") sf+=("$b") sp+=("$c")
-        r_peer+=("$(calc "$c / $a")")
-        r_floor+=("$(calc "$a / $b")")
-        log "  round $((r + 1)): ours $(ms "$a"), floor $(ms "$b"), node_exporter $(ms "$c")"
+        t_ours=$(cpu_ticks "$ours_ns")
+        t_peer=$(cpu_ticks "$peer_ns")
+        rotate "$ns" "$scale_n_req" "ours=http://127.0.0.1:$ours_port/metrics" floor \
+            "peer=http://127.0.0.1:$peer_port/metrics"
+        cpu_add ours "$ours_ns" "$t_ours" $((scale_n_req + 1))
+        cpu_add peer "$peer_ns" "$t_peer" $((scale_n_req + 1))
+        so+=("${med[ours]}") sf+=("${med[floor]}") sp+=("${med[peer]}")
+        r_peer+=("${ratio[peer/ours]}")
+        r_floor+=("${ratio[ours/floor]}")
+        log "  round $((r + 1)): ours $(ms "${med[ours]}"), floor $(ms "${med[floor]}"), node_exporter $(ms "${med[peer]}")"
     done
     scale_n=$n
     scale_ours_us=$(printf '%s\n' "${so[@]}" | median)
@@ -365,48 +443,6 @@ strace_table "$work/strace-floor" "$strace_scrapes" >"$work/sys-floor"
 sys_total_ours=$(awk '{s += $2} END {printf "%.0f", s}' "$work/sys-ours")
 sys_total_floor=$(awk '{s += $2} END {printf "%.0f", s}' "$work/sys-floor")
 
-# --- 2 and 3: throughput and footprint on the host ------------------------------------------
-
-log "throughput on the host: $tp_rounds rounds of wrk -t2 -c16 -d${tp_secs}s each"
-host_ifaces=$(ls /sys/class/net | wc -l)
-p1=$(free_port)
-start ours "" "$p1"
-ours_host=$started
-p2=$(free_port)
-while [[ $p2 == "$p1" ]]; do p2=$(free_port); done
-start peer "" "$p2"
-peer_host=$started
-rps() {
-    wrk -t2 -c16 -d"${tp_secs}s" "http://127.0.0.1:$1/metrics" | tee -a "$work/wrk" |
-        awk '/^Requests\/sec:/ {print $2}'
-}
-to=() tp=() r_tp=()
-for ((r = 0; r < tp_rounds; r++)); do
-    a=$(rps "$p1")
-    b=$(rps "$p2")
-    to+=("$a") tp+=("$b") r_tp+=("$(calc "$a / $b")")
-    log "  round $((r + 1)): ours $a/s, node_exporter $b/s"
-done
-tp_ours=$(printf '%s\n' "${to[@]}" | median)
-tp_peer=$(printf '%s\n' "${tp[@]}" | median)
-ratio_tp=$(printf '%s\n' "${r_tp[@]}" | median)
-hwm_ours_host=$(hwm_kib "$ours_host")
-hwm_peer_host=$(hwm_kib "$peer_host")
-stop "$ours_host"
-stop "$peer_host"
-
-log "startup: $startup_ours runs of ours, $startup_peer of node_exporter"
-p=$(free_port)
-startup_ours_us=$("$floor" startup --runs "$startup_ours" --addr "127.0.0.1:$p" -- \
-    "$bin" "--web.listen-address=127.0.0.1:$p" --path.sysfs=/sys | tee -a "$work/lines" | field median_us)
-p=$(free_port)
-startup_peer_us=$("$floor" startup --runs "$startup_peer" --addr "127.0.0.1:$p" -- \
-    "$peer" --collector.disable-defaults --collector.netclass "--web.listen-address=127.0.0.1:$p" |
-    tee -a "$work/lines" | field median_us)
-
-size_ours=$(stat -c %s "$bin")
-size_peer=$(stat -c %s "$(realpath "$peer")")
-
 # --- Report -------------------------------------------------------------------------------
 
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -434,7 +470,19 @@ report() {
     echo "| static binary | $(kib "$size_ours") | $(kib "$size_peer") | $(x "$(calc "$size_peer / $size_ours")") smaller | <= 512 KiB | $(verdict "$size_ours" "<=" 524288) |"
     echo "| exec to first successful scrape | $(ms "$startup_ours_us") | $(ms "$startup_peer_us") | $(x "$(calc "$startup_peer_us / $startup_ours_us")") faster | <= 5 ms | $(verdict "$startup_ours_us" "<=" 5000) |"
     echo
-    echo "Latency is the median over $rounds rounds of each round's median ($scale_ours scrapes of ours, $scale_ours floor passes and $scale_peer scrapes of node_exporter per round, alternating, on one kept-alive connection each); ratios are the medians of the per-round ratios. Round medians ranged: ours $(ms "${spread_ours%..*}")..$(ms "${spread_ours#*..}"), floor $(ms "${spread_floor%..*}")..$(ms "${spread_floor#*..}"), node_exporter $(ms "${spread_peer%..*}")..$(ms "${spread_peer#*..}"). Throughput is the median of $tp_rounds rounds of \`wrk -t2 -c16 -d${tp_secs}s\` each. Peak RSS is VmHWM after the load. Startup is the median of $startup_ours runs (node_exporter: $startup_peer) from spawn to the last byte of the first 200 response, polling every 50 us."
+    echo "Latency is the median over $rounds rounds of each round's median; a round is $scale_n_req turns of one scrape of ours, one floor pass and one scrape of node_exporter (each exporter on one kept-alive connection), and a round's ratio is the median of its $scale_n_req paired ratios; the ratio shown is the median of the rounds' ratios. Round medians ranged: ours $(ms "${spread_ours%..*}")..$(ms "${spread_ours#*..}"), floor $(ms "${spread_floor%..*}")..$(ms "${spread_floor#*..}"), node_exporter $(ms "${spread_peer%..*}")..$(ms "${spread_peer#*..}"). Throughput is the median of $tp_rounds rounds of \`wrk -t2 -c16 -d${tp_secs}s\` each. Peak RSS is VmHWM after the load. Startup is the median of $startup_ours runs (node_exporter: $startup_peer) from spawn to the last byte of the first 200 response, polling every 50 us."
+    echo
+    echo "### CPU per scrape at $scale_n interfaces"
+    echo
+    echo "| exporter | user | system | total |"
+    echo "|---|---|---|---|"
+    local who label
+    for who in ours peer; do
+        [[ $who == ours ]] && label=interfaces_exporter || label=node_exporter
+        echo "| $label | $(ms "$(calc "${cpu_user[$who]} * $tick_us / ${cpu_requests[$who]}")") | $(ms "$(calc "${cpu_sys[$who]} * $tick_us / ${cpu_requests[$who]}")") | $(ms "$(calc "(${cpu_user[$who]} + ${cpu_sys[$who]}) * $tick_us / ${cpu_requests[$who]}")") |"
+    done
+    echo
+    echo "From utime and stime in /proc/PID/stat over the scale rounds (${cpu_requests[ours]} and ${cpu_requests[peer]} scrapes), at the kernel's $(getconf CLK_TCK) Hz tick. System time is the kernel opening, reading and closing sysfs files; user time is parsing, rendering and HTTP (or, for node_exporter, also the Go runtime and its garbage collector)."
     echo
     echo "### Growth: scrape latency against interfaces"
     echo
@@ -443,10 +491,10 @@ report() {
     local k n
     for k in 5 50 500 1000; do
         n=${growth_n[$k]}
-        echo "| $n | $(ms "${growth_ours[$k]}") | $(ms "${growth_floor[$k]}") | $(x "$(calc "${growth_ours[$k]} / ${growth_floor[$k]}")") | $(printf '%.1f' "$(calc "${growth_ours[$k]} / $n")") us | $(printf '%.1f' "$(calc "${growth_floor[$k]} / $n")") us |"
+        echo "| $n | $(ms "${growth_ours[$k]}") | $(ms "${growth_floor[$k]}") | $(x "${growth_ratio[$k]}") | $(printf '%.1f' "$(calc "${growth_ours[$k]} / $n")") us | $(printf '%.1f' "$(calc "${growth_floor[$k]} / $n")") us |"
     done
     echo
-    echo "Medians of $growth_rounds round(s) in a namespace that grows from 5 to 1000 veth pairs (the interface count includes lo); the 1000-interface row is measured apart from the scale rounds above."
+    echo "Medians of $growth_rounds round(s) of alternating scrapes and floor passes (the ratio is paired as above), in a namespace that grows from 5 to 1000 veth pairs (the interface count includes lo); the 1000-interface row is measured apart from the scale rounds above."
     echo
     echo "### Syscalls per scrape at $scale_n interfaces (strace -c -f, $strace_scrapes scrapes)"
     echo

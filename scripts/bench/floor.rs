@@ -9,9 +9,11 @@
 //! they are hints for optimising, not the floor. To see a namespace's interfaces, run it under
 //! `ip netns exec NS`, which gives the process that namespace's view of `/sys`.
 //!
-//! `floor scrape` times requests on one kept-alive HTTP/1.1 connection, each from the first
-//! byte written to the last byte of the body read. `floor startup` times a server from the
-//! moment it is spawned to the end of its first complete 200 response.
+//! `floor scrape` times requests on kept-alive HTTP/1.1 connections, each from the first byte
+//! written to the last byte of the body read, taking turns between several servers and the
+//! floor itself so that their ratios are paired: on a shared machine, a slow moment then slows
+//! both sides of a ratio. `floor startup` times a server from the moment it is spawned to the
+//! end of its first complete 200 response.
 //!
 //! Invariant: uses std only (plus the C library's `openat` and `pread`, which std links anyway),
 //! writes nothing, and prints one `key=value` line per measurement for bench.sh to parse.
@@ -59,9 +61,8 @@ extern "C" {
 
 const USAGE: &str = "\
 usage:
-  floor scan [--root DIR] [--passes N] [--warmup N] [--attrs A,B,...]
-             [--mode open|list|openclose|openat|pread]
-  floor scrape URL [--requests N] [--warmup N]
+  floor scan [--root DIR] [--attrs A,B,...] [--mode MODE] [--passes N] [--warmup N]
+  floor scrape [LABEL=]URL|floor... [--requests N] [--warmup N] [--root DIR] [--attrs A,B,...]
   floor startup [--runs N] --addr HOST:PORT [--path PATH] -- PROGRAM [ARGS...]
 
 scan     lists ROOT/class/net (default /sys) and, per interface, opens, reads once and closes
@@ -71,8 +72,10 @@ scan     lists ROOT/class/net (default /sys) and, per interface, opens, reads on
            openclose  open and close, no read
            openat     open each interface directory once per pass, then openat the attributes
            pread      open every attribute once, then each pass lists and preads at offset 0
-scrape   GETs URL REQUESTS times (default 100) on one kept-alive connection after WARMUP
-         (default 3) untimed requests; prints the time per request
+scrape   REQUESTS times (default 100), after WARMUP (default 3) untimed rounds, GETs each URL
+         once on its own kept-alive connection and runs `floor` (a scan pass with --root,
+         --attrs, --mode) once, in turn; prints each target's time per request and, for every
+         two targets, the median of the paired ratios
 startup  RUNS times (default 20): spawns PROGRAM, polls ADDR until a GET of PATH (default
          /metrics) gets a whole 200 response, and kills it; prints the time from spawn to that
 ";
@@ -186,79 +189,31 @@ struct Work {
     failed: usize,
 }
 
+/// The flags that describe a floor pass, shared by `scan` and by a `floor` target of `scrape`.
+const FLOOR_FLAGS: [&str; 3] = ["root", "attrs", "mode"];
+
 fn scan(args: &[String]) -> Result<(), Fail> {
-    let args = Args::parse(args, &["root", "passes", "warmup", "attrs", "mode"])?;
+    let args = Args::parse(args, &["root", "attrs", "mode", "passes", "warmup"])?;
     if let Some(w) = args.words.first() {
         return Err(Fail::Usage(format!("unexpected argument {w}")));
     }
-    let root = PathBuf::from(args.get("root").unwrap_or("/sys"));
     let passes = args.number("passes", 100)?.max(1);
     let warmup = args.number("warmup", 3)?;
-    let attrs: Vec<CString> = args
-        .get("attrs")
-        .unwrap_or(DEFAULT_ATTRS)
-        .split(',')
-        .filter(|a| !a.is_empty())
-        .map(|a| CString::new(a).map_err(|_| Fail::Usage(format!("bad attribute {a:?}"))))
-        .collect::<Result<_, _>>()?;
-    let mode = match args.get("mode").unwrap_or("open") {
-        "open" => Mode::Open,
-        "list" => Mode::List,
-        "openclose" => Mode::OpenClose,
-        "openat" => Mode::OpenAt,
-        "pread" => Mode::Pread,
-        m => return Err(Fail::Usage(format!("unknown mode {m}"))),
-    };
-    let class_net = root.join("class/net");
-    let mut floor = Floor {
-        class_net,
-        attrs,
-        names: Vec::new(),
-        path: PathBuf::new(),
-        held: Vec::new(),
-    };
-    if mode == Mode::Pread {
-        floor.hold()?;
-    }
-    let mut work = Work::default();
+    let mut floor = Floor::from_args(&args)?;
     for _ in 0..warmup {
-        work = floor.pass(mode)?;
+        floor.timed_pass()?;
     }
     let mut times = Vec::with_capacity(passes);
     for _ in 0..passes {
-        let start = Instant::now();
-        let w = floor.pass(mode)?;
-        times.push(start.elapsed());
-        if warmup == 0 && times.len() == 1 {
-            work = w;
-        } else if w != work {
-            // Interfaces came or went during the run; the numbers are still printed, but the
-            // caller should know they do not describe one fixed set of files.
-            eprintln!("floor: the set of interfaces changed during the run");
-            work = w;
-        }
+        times.push(floor.timed_pass()?);
     }
-    let mode_name = args.get("mode").unwrap_or("open");
-    let per_file = if work.files > 0 {
-        format!(
-            " per_file_ns={}",
-            median(&mut times.clone()).as_nanos() / work.files as u128
-        )
-    } else {
-        String::new()
-    };
-    println!(
-        "scan mode={mode_name} interfaces={} files={} bytes={} failed_reads={} passes={passes} {}{per_file}",
-        work.interfaces,
-        work.files,
-        work.bytes,
-        work.failed,
-        stats(&mut times),
-    );
+    println!("{}", floor.report(&mut times));
     Ok(())
 }
 
 struct Floor {
+    mode: Mode,
+    mode_name: String,
     class_net: PathBuf,
     attrs: Vec<CString>,
     names: Vec<Vec<u8>>,
@@ -267,9 +222,82 @@ struct Floor {
     path: PathBuf,
     /// For `pread`: descriptors held open across passes, one per interface and attribute.
     held: Vec<Option<File>>,
+    /// What the last pass did, and whether the set of interfaces changed between passes.
+    work: Option<Work>,
+    changed: bool,
 }
 
 impl Floor {
+    fn from_args(args: &Args) -> Result<Floor, Fail> {
+        let root = PathBuf::from(args.get("root").unwrap_or("/sys"));
+        let attrs: Vec<CString> = args
+            .get("attrs")
+            .unwrap_or(DEFAULT_ATTRS)
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(|a| CString::new(a).map_err(|_| Fail::Usage(format!("bad attribute {a:?}"))))
+            .collect::<Result<_, _>>()?;
+        let mode_name = args.get("mode").unwrap_or("open");
+        let mode = match mode_name {
+            "open" => Mode::Open,
+            "list" => Mode::List,
+            "openclose" => Mode::OpenClose,
+            "openat" => Mode::OpenAt,
+            "pread" => Mode::Pread,
+            m => return Err(Fail::Usage(format!("unknown mode {m}"))),
+        };
+        let mut floor = Floor {
+            mode,
+            mode_name: mode_name.to_string(),
+            class_net: root.join("class/net"),
+            attrs,
+            names: Vec::new(),
+            path: PathBuf::new(),
+            held: Vec::new(),
+            work: None,
+            changed: false,
+        };
+        if mode == Mode::Pread {
+            floor.hold()?;
+        }
+        Ok(floor)
+    }
+
+    /// One pass, timed; remembers what it did.
+    fn timed_pass(&mut self) -> Result<Duration, Fail> {
+        let start = Instant::now();
+        let work = self.pass(self.mode)?;
+        let elapsed = start.elapsed();
+        // Interfaces that come or go during a run leave the numbers printed, but flagged: they
+        // no longer describe one fixed set of files.
+        self.changed |= self.work.is_some_and(|w| w != work);
+        self.work = Some(work);
+        Ok(elapsed)
+    }
+
+    fn report(&self, times: &mut [Duration]) -> String {
+        let work = self.work.unwrap_or_default();
+        let per_file = if work.files > 0 {
+            format!(
+                " per_file_ns={}",
+                median(times).as_nanos() / work.files as u128
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "scan mode={} interfaces={} files={} bytes={} failed_reads={} passes={} changed={} {}{per_file}",
+            self.mode_name,
+            work.interfaces,
+            work.files,
+            work.bytes,
+            work.failed,
+            times.len(),
+            self.changed,
+            stats(times),
+        )
+    }
+
     /// Lists `class/net` as the exporter does: every entry except regular files, using the
     /// `d_type` the directory read already returned.
     fn list(&mut self) -> io::Result<()> {
@@ -395,30 +423,108 @@ fn pread0(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// What `scrape` measures in each round: a server over one kept-alive connection, or a floor pass.
+enum Target {
+    Server {
+        url: String,
+        conn: Conn,
+        request: Vec<u8>,
+        body: usize,
+    },
+    Floor(Box<Floor>),
+}
+
+impl Target {
+    fn run(&mut self) -> Result<Duration, Fail> {
+        match self {
+            Target::Server {
+                conn,
+                request,
+                body,
+                ..
+            } => {
+                let start = Instant::now();
+                *body = conn.get(request)?;
+                Ok(start.elapsed())
+            }
+            Target::Floor(floor) => floor.timed_pass(),
+        }
+    }
+}
+
 fn scrape(args: &[String]) -> Result<(), Fail> {
-    let args = Args::parse(args, &["requests", "warmup"])?;
-    let [url] = args.words.as_slice() else {
-        return Err(Fail::Usage("scrape takes one URL".into()));
-    };
-    let (addr, path) = parse_url(url)?;
+    let mut known = vec!["requests", "warmup"];
+    known.extend(FLOOR_FLAGS);
+    let args = Args::parse(args, &known)?;
+    if args.words.is_empty() {
+        return Err(Fail::Usage("scrape needs a target".into()));
+    }
     let requests = args.number("requests", 100)?.max(1);
     let warmup = args.number("warmup", 3)?;
-    let mut conn = Conn::connect(addr)?;
-    let request = get_request(&path);
-    let mut body_bytes = 0;
+    let mut targets = Vec::new();
+    for (i, word) in args.words.iter().enumerate() {
+        let (label, what) = match word.split_once('=') {
+            Some((l, w)) if !l.contains('/') => (l.to_string(), w),
+            _ if word == "floor" => ("floor".to_string(), word.as_str()),
+            _ => (i.to_string(), word.as_str()),
+        };
+        let target = if what == "floor" {
+            Target::Floor(Box::new(Floor::from_args(&args)?))
+        } else {
+            let (addr, path) = parse_url(what)?;
+            Target::Server {
+                url: what.to_string(),
+                conn: Conn::connect(addr)?,
+                request: get_request(&path),
+                body: 0,
+            }
+        };
+        targets.push((label, target, Vec::with_capacity(requests)));
+    }
     for _ in 0..warmup {
-        body_bytes = conn.get(&request)?;
+        for (_, target, _) in &mut targets {
+            target.run()?;
+        }
     }
-    let mut times = Vec::with_capacity(requests);
+    // Round-robin, one request or pass per target at a time, so that whatever else the machine
+    // is doing slows every target alike and the per-round ratios stay paired.
     for _ in 0..requests {
-        let start = Instant::now();
-        body_bytes = conn.get(&request)?;
-        times.push(start.elapsed());
+        for (_, target, times) in &mut targets {
+            times.push(target.run()?);
+        }
     }
-    println!(
-        "scrape url={url} body_bytes={body_bytes} requests={requests} {}",
-        stats(&mut times)
-    );
+    for (label, target, times) in &targets {
+        let mut sorted = times.clone();
+        match target {
+            Target::Server { url, body, .. } => println!(
+                "target={label} scrape url={url} body_bytes={body} requests={requests} {}",
+                stats(&mut sorted)
+            ),
+            Target::Floor(floor) => println!("target={label} {}", floor.report(&mut sorted)),
+        }
+    }
+    for (i, (den_label, _, den)) in targets.iter().enumerate() {
+        for (num_label, _, num) in &targets[i + 1..] {
+            for (top, top_times, bottom, bottom_times) in [
+                (num_label, num, den_label, den),
+                (den_label, den, num_label, num),
+            ] {
+                let mut ratios: Vec<f64> = top_times
+                    .iter()
+                    .zip(bottom_times)
+                    .map(|(t, b)| t.as_secs_f64() / b.as_secs_f64())
+                    .collect();
+                ratios.sort_unstable_by(f64::total_cmp);
+                let n = ratios.len();
+                println!(
+                    "ratio={top}/{bottom} median={:.4} p10={:.4} p90={:.4}",
+                    ratios[n / 2],
+                    ratios[((n - 1) as f64 * 0.1).round() as usize],
+                    ratios[((n - 1) as f64 * 0.9).round() as usize],
+                );
+            }
+        }
+    }
     Ok(())
 }
 
