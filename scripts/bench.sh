@@ -411,7 +411,7 @@ for target_pairs in 5 50 500 1000; do
     # the exporter could use instead.
     log "floor breakdown at $n interfaces"
     declare -A breakdown
-    for mode in list openclose open openat pread; do
+    for mode in list openclose open openat dirfd pread; do
         breakdown[$mode]=$(floor_us "$ns" "$breakdown_passes" "$mode")
     done
     breakdown_files=$(in_ns "$ns" "$floor" scan --passes 1 --warmup 0 | field files)
@@ -519,11 +519,12 @@ report() {
     echo "|---|---|---|"
     echo "| list class/net only | $(ms "${breakdown[list]}") | |"
     local m
-    for m in openclose open openat pread; do
+    for m in openclose open openat dirfd pread; do
         case $m in
             openclose) label="open + close, no read" ;;
             open) label="open + read + close (the floor)" ;;
-            openat) label="openat from an interface directory fd + read + close" ;;
+            openat) label="open the interface directory, then openat + read + close" ;;
+            dirfd) label="openat from an O_PATH directory fd held across passes + read + close" ;;
             pread) label="list, then pread at 0 on fds held open" ;;
         esac
         echo "| $label | $(ms "${breakdown[$m]}") | $(printf '%.2f' "$(calc "(${breakdown[$m]} - ${breakdown[list]}) / $breakdown_files")") us |"

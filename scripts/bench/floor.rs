@@ -5,9 +5,10 @@
 //! the same attribute files the exporter reads, in the same order, pass after pass. It prints
 //! the time per pass, which is what a scrape of ours is held against. Other `--mode`s split that
 //! time (listing alone, open and close without a read) or show what a different access pattern
-//! would cost (`openat` relative to a directory descriptor, `pread` on descriptors kept open);
-//! they are hints for optimising, not the floor. To see a namespace's interfaces, run it under
-//! `ip netns exec NS`, which gives the process that namespace's view of `/sys`.
+//! would cost (`openat` relative to a directory descriptor opened per pass or held, `pread` on
+//! descriptors kept open); they are hints for optimising, not the floor. To see a namespace's
+//! interfaces, run it under `ip netns exec NS`, which gives the process that namespace's view
+//! of `/sys`.
 //!
 //! `floor scrape` times requests on kept-alive HTTP/1.1 connections, each from the first byte
 //! written to the last byte of the body read, taking turns between several servers and the
@@ -43,6 +44,8 @@ const O_NONBLOCK: i32 = 0o4000;
 const O_RDONLY: i32 = 0;
 const O_DIRECTORY: i32 = 0o200000;
 const O_CLOEXEC: i32 = 0o2000000;
+const O_PATH: i32 = 0o10000000;
+const AT_FDCWD: i32 = -100;
 
 /// How long `startup` waits between connection attempts. Short against the 5 ms goal, long
 /// enough that the poller leaves the exporter a core on a 2-core machine.
@@ -71,6 +74,7 @@ scan     lists ROOT/class/net (default /sys) and, per interface, opens, reads on
            list       only the listing
            openclose  open and close, no read
            openat     open each interface directory once per pass, then openat the attributes
+           dirfd      hold an O_PATH descriptor per interface directory; openat the attributes
            pread      open every attribute once, then each pass lists and preads at offset 0
 scrape   REQUESTS times (default 100), after WARMUP (default 3) untimed rounds, GETs each URL
          once on its own kept-alive connection and runs `floor` (a scan pass with --root,
@@ -177,6 +181,7 @@ enum Mode {
     List,
     OpenClose,
     OpenAt,
+    DirFd,
     Pread,
 }
 
@@ -222,6 +227,8 @@ struct Floor {
     path: PathBuf,
     /// For `pread`: descriptors held open across passes, one per interface and attribute.
     held: Vec<Option<File>>,
+    /// For `dirfd`: one `O_PATH` descriptor per interface directory, held across passes.
+    dirs: Vec<Option<OwnedFd>>,
     /// What the last pass did, and whether the set of interfaces changed between passes.
     work: Option<Work>,
     changed: bool,
@@ -243,6 +250,7 @@ impl Floor {
             "list" => Mode::List,
             "openclose" => Mode::OpenClose,
             "openat" => Mode::OpenAt,
+            "dirfd" => Mode::DirFd,
             "pread" => Mode::Pread,
             m => return Err(Fail::Usage(format!("unknown mode {m}"))),
         };
@@ -254,11 +262,14 @@ impl Floor {
             names: Vec::new(),
             path: PathBuf::new(),
             held: Vec::new(),
+            dirs: Vec::new(),
             work: None,
             changed: false,
         };
-        if mode == Mode::Pread {
-            floor.hold()?;
+        match mode {
+            Mode::Pread => floor.hold()?,
+            Mode::DirFd => floor.hold_dirs()?,
+            _ => {}
         }
         Ok(floor)
     }
@@ -341,6 +352,33 @@ impl Floor {
         Ok(())
     }
 
+    /// Opens every interface directory once with `O_PATH`, for `dirfd` passes.
+    fn hold_dirs(&mut self) -> Result<(), Fail> {
+        self.list()?;
+        let names = std::mem::take(&mut self.names);
+        for name in &names {
+            let dir = self.open_dir(name, O_PATH).ok();
+            self.dirs.push(dir);
+        }
+        self.names = names;
+        Ok(())
+    }
+
+    fn open_dir(&mut self, name: &[u8], extra: i32) -> Result<OwnedFd, Fail> {
+        self.path.clear();
+        self.path.push(&self.class_net);
+        self.path.push(OsStr::from_bytes(name));
+        let c = CString::new(self.path.as_os_str().as_bytes())
+            .map_err(|_| Fail::Run("NUL in a path".into()))?;
+        // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+        let fd = unsafe { openat(AT_FDCWD, c.as_ptr(), O_DIRECTORY | O_CLOEXEC | extra) };
+        if fd < 0 {
+            return Err(Fail::Run(io::Error::last_os_error().to_string()));
+        }
+        // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     fn pass(&mut self, mode: Mode) -> Result<Work, Fail> {
         self.list()?;
         let mut work = Work {
@@ -353,22 +391,22 @@ impl Floor {
         let mut buf = [0u8; ATTR_BUF];
         let names = std::mem::take(&mut self.names);
         for (i, name) in names.iter().enumerate() {
-            let dir = if mode == Mode::OpenAt {
-                self.path.clear();
-                self.path.push(&self.class_net);
-                self.path.push(OsStr::from_bytes(name));
-                let c = CString::new(self.path.as_os_str().as_bytes())
-                    .map_err(|_| Fail::Run("NUL in a path".into()))?;
-                // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-                let fd = unsafe { openat(-100, c.as_ptr(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) };
-                if fd < 0 {
-                    work.failed += self.attrs.len();
-                    continue;
+            // The directory for `openat` (opened for this pass) and `dirfd` (held).
+            let opened = if mode == Mode::OpenAt {
+                match self.open_dir(name, O_RDONLY) {
+                    Ok(fd) => Some(fd),
+                    Err(_) => {
+                        work.failed += self.attrs.len();
+                        continue;
+                    }
                 }
-                // SAFETY: `fd` was just returned by openat and is owned by nothing else.
-                Some(unsafe { OwnedFd::from_raw_fd(fd) })
             } else {
                 None
+            };
+            let dirfd = match (&opened, self.dirs.get(i)) {
+                (Some(fd), _) => fd.as_raw_fd(),
+                (None, Some(Some(fd))) => fd.as_raw_fd(),
+                _ => -1,
             };
             for a in 0..self.attrs.len() {
                 work.files += 1;
@@ -383,8 +421,7 @@ impl Floor {
                         self.set_path(name, &attr);
                         self.open().map(|_| 0)
                     }
-                    Mode::OpenAt => {
-                        let dirfd = dir.as_ref().map_or(-1, |d| d.as_raw_fd());
+                    Mode::OpenAt | Mode::DirFd => {
                         let flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
                         // SAFETY: the attribute name is NUL-terminated and lives across the call.
                         let fd = unsafe { openat(dirfd, self.attrs[a].as_ptr(), flags) };
