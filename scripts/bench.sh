@@ -242,7 +242,7 @@ median() {
 calc() { awk "BEGIN {printf \"%.6g\", $1}"; }
 
 ms() { awk -v u="$1" 'BEGIN {printf (u >= 100000 ? "%.0f ms" : (u >= 10000 ? "%.1f ms" : "%.2f ms")), u / 1000}'; }
-mib() { awk -v k="$1" 'BEGIN {printf (k < 1024 ? "%d KiB" : "%.1f MiB"), (k < 1024 ? k : k / 1024)}'; }
+mib() { awk -v k="$1" 'BEGIN {printf (k < 4096 ? "%d KiB" : "%.1f MiB"), (k < 4096 ? k : k / 1024)}'; }
 kib() { awk -v b="$1" 'BEGIN {printf "%d KiB", (b + 1023) / 1024}'; }
 x() { awk -v r="$1" 'BEGIN {printf "%.2fx", r}'; }
 verdict() { awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == ">=") ? v >= g : v <= g; print (ok ? "pass" : "**FAIL**")}'; }
