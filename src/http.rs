@@ -171,8 +171,11 @@ pub fn check_partial(buf: &[u8]) -> Result<(), Error> {
 /// Parses one complete head, `head` ending with its CRLF CRLF.
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Error> {
     check_partial(head)?;
+    // Keep the last line's own CR, so that every line loses exactly the CR of its CRLF: a bare
+    // CR before the final CRLF CRLF is refused like one anywhere else, never silently dropped.
     let body = head
         .strip_suffix(b"\r\n\r\n")
+        .map(|b| &head[..b.len() + 1])
         .ok_or(Error::Malformed("head does not end with a blank line"))?;
     let mut lines = body
         .split(|&b| b == b'\n')
@@ -558,6 +561,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", "ERROR 400"),
             (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "ERROR 400"),
+            // Found by fuzz_mutated_heads: a bare CR ending the last line used to be dropped.
+            (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.0\r\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n", "ERROR 400"),
             (b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"G\xc3\xa9T / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
