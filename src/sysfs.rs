@@ -405,9 +405,10 @@ fn set_text(field: &mut Vec<u8>, value: &[u8]) {
     field.extend_from_slice(trim_newline(value));
 }
 
-/// A decimal `u64`, nothing else: no sign, no spaces, no overflow.
+/// A decimal `u64`, nothing else: no sign, no spaces, no overflow. Overflow is caught by the
+/// arithmetic, not by a length cap, which would refuse a zero-padded value that fits.
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
+    if s.is_empty() {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| {
@@ -422,12 +423,12 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 /// `flags` is printed as `0x%x`.
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
     let digits = s.strip_prefix(b"0x")?;
-    if digits.is_empty() || digits.len() > 16 {
+    if digits.is_empty() {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &b| {
         let d = (b as char).to_digit(16)?;
-        Some(n << 4 | u64::from(d))
+        Some(n.checked_mul(16)? | u64::from(d))
     })
 }
 
@@ -460,6 +461,10 @@ mod tests {
             (b"1.5", None),
             (b"\xff", None),
             (b"99999999999999999999999", None),
+            // Found by fuzz_number_parsers_against_std: zero padding past 20 digits still fits.
+            (b"000000000000000000001", Some(1)),
+            (b"0018446744073709551615", Some(u64::MAX)),
+            (b"0018446744073709551616", None),
         ];
         for &(input, expected) in cases {
             assert_eq!(
@@ -480,6 +485,8 @@ mod tests {
             (b"0xFFFF", Some(0xffff)),
             (b"0xffffffffffffffff", Some(u64::MAX)),
             (b"0x1ffffffffffffffff", None),
+            (b"0x00000236249939984", Some(0x236249939984)),
+            (b"0x0ffffffffffffffff", Some(u64::MAX)),
             (b"0x", None),
             (b"1003", None),
             (b"0xg", None),
