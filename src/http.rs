@@ -171,8 +171,11 @@ pub fn check_partial(buf: &[u8]) -> Result<(), Error> {
 /// Parses one complete head, `head` ending with its CRLF CRLF.
 pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Error> {
     check_partial(head)?;
+    // Keep the last line's own CR, so that every line loses exactly the CR of its CRLF: a bare
+    // CR before the final CRLF CRLF is refused like one anywhere else, never silently dropped.
     let body = head
         .strip_suffix(b"\r\n\r\n")
+        .map(|b| &head[..b.len() + 1])
         .ok_or(Error::Malformed("head does not end with a blank line"))?;
     let mut lines = body
         .split(|&b| b == b'\n')
@@ -571,6 +574,10 @@ mod tests {
             (b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", "ERROR 400"),
             (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "ERROR 400"),
+            // Found by fuzz_mutated_heads: a bare CR ending the last line used to be dropped.
+            (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.0\r\r\n\r\n", "ERROR 400"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n", "ERROR 400"),
             (b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
             (b"G\xc3\xa9T / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
@@ -809,5 +816,377 @@ mod tests {
     fn dates() {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    // Fuzzing: seeded, std-only, deterministic. Every run replays the same inputs, so a failure
+    // reproduces from the test name alone; the invariants are checked by a second, simpler
+    // reading of the same bytes rather than by comparing with the parser's own logic.
+
+    /// xorshift64 (Marsaglia's 13/7/17 triple): full period over nonzero states, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        /// A number in `0..n`, `n` > 0.
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// What scrapers, curl and browsers send, and the shapes attacks start from.
+    const SEEDS: &[&[u8]] = &[
+        b"GET /metrics HTTP/1.1\r\nHost: 10.0.0.1:9425\r\nUser-Agent: Prometheus/3.0.0\r\nAccept: application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: localhost:9425\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /metrics HTTP/1.0\r\n\r\n",
+        b"GET http://h:9425/metrics?x=1#f HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 0\r\n\r\nhello",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x0a\x00\x1d",
+    ];
+
+    /// Fragments a mutation inserts: separators, line ends and the fields smuggling leans on.
+    const TOKENS: &[&[u8]] = &[
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\0",
+        b" ",
+        b"\t",
+        b":",
+        b",",
+        b";",
+        b"\r\n\r\n",
+        b"\r\n ",
+        b"\x7f",
+        b"\xff",
+        b"\xc3\xa9",
+        b"*",
+        b"?",
+        b"#",
+        b"/",
+        b"q=0.5",
+        b"q=",
+        b"http://",
+        b"HTTP/1.1",
+        b"HTTP/1.0",
+        b"HTTP/2.0",
+        b"Host: x\r\n",
+        b"Connection: close\r\n",
+        b"Connection: keep-alive\r\n",
+        b"Content-Length: 0\r\n",
+        b"Content-Length: 7\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Accept: application/openmetrics-text\r\n",
+        b"close",
+        b"keep-alive",
+        b"text/plain",
+        b"application/openmetrics-text",
+    ];
+
+    fn mutate(rng: &mut Rng) -> Vec<u8> {
+        let mut v = rng.pick(SEEDS).to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(v.len() + 1);
+            match rng.below(8) {
+                0 if at < v.len() => v[at] ^= 1 << rng.below(8),
+                1 if at < v.len() => v[at] = rng.next() as u8,
+                2 | 3 => {
+                    let token = rng.pick(TOKENS);
+                    v.splice(at..at, token.iter().copied());
+                }
+                4 => {
+                    let end = (at + 1 + rng.below(8)).min(v.len());
+                    v.drain(at.min(end)..end);
+                }
+                5 => v.truncate(at),
+                6 => {
+                    // Splice: this input's start, another seed's end.
+                    let other = rng.pick(SEEDS);
+                    let from = rng.below(other.len() + 1);
+                    v.truncate(at);
+                    v.extend_from_slice(&other[from..]);
+                }
+                _ => {
+                    // Repeat a slice, now and then far past the limits.
+                    let end = (at + 1 + rng.below(16)).min(v.len());
+                    let times = if rng.below(256) == 0 {
+                        100 + rng.below(1000)
+                    } else {
+                        1 + rng.below(3)
+                    };
+                    let slice = v[at.min(end)..end].repeat(times);
+                    v.splice(at..at, slice);
+                }
+            }
+        }
+        v
+    }
+
+    fn random_bytes(rng: &mut Rng) -> Vec<u8> {
+        const HTTPISH: &[u8] = b"GET /metrics HTTP/1.1\r\n\r\nHost: x:,; \t\0";
+        let len = rng.below(80);
+        let any = rng.below(2) == 0;
+        (0..len)
+            .map(|_| {
+                if any {
+                    rng.next() as u8
+                } else {
+                    *rng.pick(HTTPISH)
+                }
+            })
+            .collect()
+    }
+
+    /// Splits at every CRLF, independently of the parser's split at LF.
+    fn crlf_lines(s: &[u8]) -> Vec<&[u8]> {
+        let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+        while i + 1 < s.len() {
+            if &s[i..i + 2] == b"\r\n" {
+                out.push(&s[start..i]);
+                i += 2;
+                start = i;
+            } else {
+                i += 1;
+            }
+        }
+        out.push(&s[start..]);
+        out
+    }
+
+    fn trim_ows(s: &[u8]) -> &[u8] {
+        let s = match s.iter().position(|&b| b != b' ' && b != b'\t') {
+            Some(i) => &s[i..],
+            None => return &[],
+        };
+        match s.iter().rposition(|&b| b != b' ' && b != b'\t') {
+            Some(i) => &s[..=i],
+            None => s,
+        }
+    }
+
+    /// Shows bytes in a failure message, converting them only if the message is printed.
+    struct Shown<'a>(&'a [u8]);
+
+    impl fmt::Debug for Shown<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{:?}", String::from_utf8_lossy(self.0))
+        }
+    }
+
+    /// What must hold of a head that [`parse_head`] accepted.
+    #[track_caller]
+    fn check_accepted(head: &[u8], r: &Request<'_>, rng: &mut Rng) {
+        let shown = Shown(head);
+        // The server and the parser agree on where the head ends, so nothing after a blank line
+        // can ever be part of an accepted head.
+        assert_eq!(head_end(head), Some(head.len()), "{shown:?}");
+        assert!(head.len() <= MAX_HEAD, "{shown:?}");
+        // Every prefix of an accepted head passes the early check, or a head that arrives in
+        // pieces would be refused.
+        for _ in 0..2 {
+            let k = rng.below(head.len() + 1);
+            assert_eq!(check_partial(&head[..k]), Ok(()), "{shown:?} at {k}");
+        }
+        assert!(r.path.first() == Some(&b'/') || r.path == b"*", "{shown:?}");
+        assert!(
+            r.path
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'?' && b != b'#'),
+            "{shown:?}"
+        );
+        let lines = crlf_lines(&head[..head.len() - 4]);
+        assert!(lines.iter().all(|l| !l.contains(&b'\n')), "{shown:?}");
+        let parts: Vec<&[u8]> = lines[0].split(|&b| b == b' ').collect();
+        assert_eq!(parts.len(), 3, "{shown:?}");
+        let method = match parts[0] {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            _ => Method::Other,
+        };
+        assert_eq!(r.method, method, "{shown:?}");
+        let version = match parts[2] {
+            b"HTTP/1.1" => Version::Http11,
+            b"HTTP/1.0" => Version::Http10,
+            _ => panic!("accepted version {:?} in {shown:?}", parts[2]),
+        };
+        assert_eq!(r.version, version, "{shown:?}");
+        let fields = &lines[1..];
+        assert!(fields.len() <= MAX_HEADERS, "{shown:?}");
+        let (mut hosts, mut close, mut keep) = (0, false, false);
+        let mut accept = None;
+        for field in fields {
+            assert!(
+                !field.starts_with(b" ") && !field.starts_with(b"\t"),
+                "{shown:?}"
+            );
+            let colon = field.iter().position(|&b| b == b':');
+            let colon = colon.unwrap_or_else(|| panic!("field without a colon in {shown:?}"));
+            let (name, value) = (&field[..colon], trim_ows(&field[colon + 1..]));
+            assert!(!name.is_empty(), "{shown:?}");
+            assert!(name.iter().all(|&b| b.is_ascii_graphic()), "{shown:?}");
+            assert!(!value.iter().any(|&b| b == b'\r' || b == 0), "{shown:?}");
+            let name = name.to_ascii_lowercase();
+            match &name[..] {
+                b"host" => hosts += 1,
+                b"transfer-encoding" => panic!("accepted transfer-encoding: {shown:?}"),
+                b"content-length" => assert_eq!(value, b"0", "{shown:?}"),
+                b"connection" => {
+                    for token in value.split(|&b| b == b',').map(trim_ows) {
+                        close |= token.eq_ignore_ascii_case(b"close");
+                        keep |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                }
+                b"accept" => accept = Some(value),
+                _ => {}
+            }
+        }
+        match version {
+            Version::Http11 => assert_eq!(hosts, 1, "{shown:?}"),
+            Version::Http10 => assert!(hosts <= 1, "{shown:?}"),
+        }
+        let keep_alive = !close && (version == Version::Http11 || keep);
+        assert_eq!(r.keep_alive, keep_alive, "{shown:?}");
+        assert_eq!(r.accept, accept, "{shown:?}");
+    }
+
+    /// Runs every entry point on one input; returns the status the server would answer.
+    fn exercise(input: &[u8], rng: &mut Rng) -> u16 {
+        let end = head_end(input);
+        if let Some(n) = end {
+            assert!(input[..n].ends_with(b"\r\n\r\n"));
+            assert_eq!(head_end(&input[..n - 1]), None);
+        }
+        let partial = check_partial(input);
+        // What the server does: the head up to the first blank line.
+        let head = &input[..end.unwrap_or(input.len())];
+        let status = match parse_head(head) {
+            Ok(r) => {
+                check_accepted(head, &r, rng);
+                let _ = negotiate(r.accept);
+                200
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                e.status().code()
+            }
+        };
+        match parse_head(input) {
+            Ok(r) => {
+                assert_eq!(partial, Ok(()));
+                check_accepted(input, &r, rng);
+            }
+            Err(_) if end == Some(input.len()) => {}
+            // Without its blank line at the very end, no input is a head.
+            Err(_) => {}
+        }
+        let _ = negotiate(Some(input));
+        status
+    }
+
+    #[test]
+    fn fuzz_mutated_heads() {
+        let mut rng = Rng(0x1e5e_ed00_0000_0001);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..120_000 {
+            let input = mutate(&mut rng);
+            *seen.entry(exercise(&input, &mut rng)).or_insert(0u32) += 1;
+        }
+        // The mutations reach every outcome, acceptance included, or they test too little.
+        let statuses: Vec<u16> = seen.keys().copied().collect();
+        assert_eq!(statuses, [200, 400, 413, 414, 431, 501, 505], "{seen:?}");
+    }
+
+    #[test]
+    fn fuzz_random_bytes() {
+        let mut rng = Rng(0x1e5e_ed00_0000_0002);
+        for _ in 0..180_000 {
+            let input = random_bytes(&mut rng);
+            let _ = exercise(&input, &mut rng);
+        }
+    }
+
+    /// `Accept` headers built from media ranges with known q-values: whichever format has the
+    /// higher best q wins; ties are left to the documented tie-break and not checked here.
+    #[test]
+    fn fuzz_negotiation() {
+        const OM: &[&str] = &[
+            "application/openmetrics-text",
+            "application/openmetrics-text;version=1.0.0",
+            "Application/OpenMetrics-Text; version=0.0.1",
+        ];
+        const TEXT: &[&str] = &["text/plain", "text/plain;version=0.0.4", "text/*", "*/*"];
+        const NEITHER: &[&str] = &["application/json", "image/*", "", "application/*"];
+        let mut rng = Rng(0x1e5e_ed00_0000_0003);
+        for _ in 0..100_000 {
+            let (mut om, mut text) = (0u16, 0u16);
+            let mut accept = String::new();
+            for i in 0..1 + rng.below(5) {
+                if i > 0 {
+                    accept.push_str(if rng.below(2) == 0 { "," } else { ", " });
+                }
+                let kind = rng.below(3);
+                let media = match kind {
+                    0 => *rng.pick(OM),
+                    1 => *rng.pick(TEXT),
+                    _ => *rng.pick(NEITHER),
+                };
+                accept.push_str(media);
+                let q = match rng.below(4) {
+                    0 => 1000,
+                    1 => {
+                        accept.push_str(";q=bogus");
+                        0
+                    }
+                    _ => {
+                        let q = rng.below(1001) as u16;
+                        accept.push_str(&format!(";q={}.{:03}", q / 1000, q % 1000));
+                        q
+                    }
+                };
+                match kind {
+                    0 => om = om.max(q),
+                    1 => text = text.max(q),
+                    _ => {}
+                }
+            }
+            let got = negotiate(Some(accept.as_bytes()));
+            if om > text {
+                assert_eq!(got, Format::OpenMetrics, "{accept}");
+            } else if om < text || om == 0 {
+                assert_eq!(got, Format::Text, "{accept}");
+            }
+            // Arbitrary bytes never panic, and without openmetrics they always mean text.
+            let mut noise = accept.into_bytes();
+            let at = rng.below(noise.len() + 1);
+            noise.insert(at, rng.next() as u8);
+            let format = negotiate(Some(&noise));
+            let lower = noise.to_ascii_lowercase();
+            if !lower.windows(12).any(|w| w == b"openmetrics-") {
+                assert_eq!(
+                    format,
+                    Format::Text,
+                    "{:?}",
+                    String::from_utf8_lossy(&noise)
+                );
+            }
+        }
     }
 }

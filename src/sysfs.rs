@@ -437,9 +437,10 @@ fn set_text(field: &mut Vec<u8>, value: &[u8]) {
     field.extend_from_slice(trim_newline(value));
 }
 
-/// A decimal `u64`, nothing else: no sign, no spaces, no overflow.
+/// A decimal `u64`, nothing else: no sign, no spaces, no overflow. Overflow is caught by the
+/// arithmetic, not by a length cap, which would refuse a zero-padded value that fits.
 pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 {
+    if s.is_empty() {
         return None;
     }
     s.iter().try_fold(0u64, |n, &b| {
@@ -454,12 +455,12 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 /// `flags` is printed as `0x%x`.
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
     let digits = s.strip_prefix(b"0x")?;
-    if digits.is_empty() || digits.len() > 16 {
+    if digits.is_empty() {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &b| {
         let d = (b as char).to_digit(16)?;
-        Some(n << 4 | u64::from(d))
+        Some(n.checked_mul(16)? | u64::from(d))
     })
 }
 
@@ -492,6 +493,10 @@ mod tests {
             (b"1.5", None),
             (b"\xff", None),
             (b"99999999999999999999999", None),
+            // Found by fuzz_number_parsers_against_std: zero padding past 20 digits still fits.
+            (b"000000000000000000001", Some(1)),
+            (b"0018446744073709551615", Some(u64::MAX)),
+            (b"0018446744073709551616", None),
         ];
         for &(input, expected) in cases {
             assert_eq!(
@@ -512,6 +517,8 @@ mod tests {
             (b"0xFFFF", Some(0xffff)),
             (b"0xffffffffffffffff", Some(u64::MAX)),
             (b"0x1ffffffffffffffff", None),
+            (b"0x00000236249939984", Some(0x236249939984)),
+            (b"0x0ffffffffffffffff", Some(u64::MAX)),
             (b"0x", None),
             (b"1003", None),
             (b"0xg", None),
@@ -572,5 +579,121 @@ mod tests {
         let all = Options::default();
         assert!(all.wants(b"lo"));
         Ok(())
+    }
+
+    /// xorshift64 (13/7/17), as in the http fuzz tests: seeded, so every run is the same run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// Values near what sysfs writes, and what a broken driver or a planted file might.
+    fn attribute_value(rng: &mut Rng) -> Vec<u8> {
+        const ALPHABETS: &[&[u8]] = &[
+            b"0123456789",
+            b"0000000000123456789",
+            b"0123456789abcdefABCDEFx",
+            b"0123456789+- \t\nx.",
+        ];
+        let len = match rng.below(8) {
+            0 => 19 + rng.below(8),
+            _ => rng.below(22),
+        };
+        let any = rng.below(8) == 0;
+        let alphabet = rng.pick(ALPHABETS);
+        let mut v: Vec<u8> = (0..len)
+            .map(|_| {
+                if any {
+                    rng.next() as u8
+                } else {
+                    *rng.pick(alphabet)
+                }
+            })
+            .collect();
+        // Boundary values: u64::MAX and its neighbours, the unknown speeds, zero padding.
+        match rng.below(16) {
+            0 => v = (u64::MAX - rng.below(3) as u64).to_string().into_bytes(),
+            1 => v = b"18446744073709551616".to_vec(),
+            2 => v = b"-1".to_vec(),
+            3 => v = b"4294967295".to_vec(),
+            4 => v.splice(0..0, b"00000".iter().copied()).for_each(drop),
+            _ => {}
+        }
+        v
+    }
+
+    /// `str::parse` is the reference for what a decimal is, on inputs of digits only.
+    fn reference_u64(s: &[u8]) -> Option<u64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    fn reference_hex(s: &[u8]) -> Option<u64> {
+        let digits = s.strip_prefix(b"0x")?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    }
+
+    #[test]
+    fn fuzz_number_parsers_against_std() {
+        let mut rng = Rng(0x5f5f_5eed_0000_0001);
+        for _ in 0..200_000 {
+            let v = attribute_value(&mut rng);
+            let shown = || String::from_utf8_lossy(&v).into_owned();
+            assert_eq!(parse_u64(&v), reference_u64(&v), "{:?}", shown());
+            let speed = match &v[..] {
+                b"-1" | b"4294967295" => Some(None),
+                _ => reference_u64(&v).map(Some),
+            };
+            assert_eq!(parse_speed(&v), speed, "{:?}", shown());
+            let hex = [&b"0x"[..], &v].concat();
+            assert_eq!(parse_hex(&hex), reference_hex(&hex), "{:?}", shown());
+            assert_eq!(parse_hex(&v), reference_hex(&v), "{:?}", shown());
+        }
+    }
+
+    #[test]
+    fn fuzz_oper_state_against_the_names() {
+        let mut rng = Rng(0x5f5f_5eed_0000_0002);
+        for _ in 0..100_000 {
+            let mut v = rng.pick(&OperState::ALL).name().as_bytes().to_vec();
+            match rng.below(6) {
+                0 => v.truncate(rng.below(v.len() + 1)),
+                1 => v.push(*rng.pick(b"\n \0x")),
+                2 => {
+                    let at = rng.below(v.len());
+                    v[at] ^= 0x20;
+                }
+                3 => v = (0..rng.below(16)).map(|_| rng.next() as u8).collect(),
+                _ => {}
+            }
+            let expected = OperState::ALL
+                .into_iter()
+                .find(|s| s.name().as_bytes() == v)
+                .unwrap_or(OperState::Other);
+            let state = OperState::parse(&v);
+            assert_eq!(state, expected, "{:?}", String::from_utf8_lossy(&v));
+            assert!(state.seed_value() <= 2);
+        }
     }
 }

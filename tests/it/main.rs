@@ -3,6 +3,7 @@
 //! Tests that create network namespaces need root, as CI has; run as another user they fail
 //! with a message saying so rather than skip.
 
+mod attack;
 mod browser;
 mod cli;
 mod deploy;

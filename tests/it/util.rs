@@ -259,7 +259,11 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Result<Response> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
+        let n = match s.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        if n == 0 {
             return Err(format!(
                 "connection closed inside a head: {:?}",
                 String::from_utf8_lossy(&buf)
