@@ -1301,16 +1301,35 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
     let root = root.to_str().ok_or("non-UTF-8 temp dir")?;
     let mut under_root = 0;
     let mut outside = Vec::new();
+    // Attributes are opened relative to their interface directory's descriptor: remember which
+    // descriptors name a directory under the root (strace prints each call's result).
+    let mut dirs_under_root: std::collections::HashSet<String> = Default::default();
     for call in calls
         .iter()
         .filter(|c| c.starts_with("open") || c.starts_with("creat"))
     {
-        if call.starts_with("openat(") && !call.starts_with("openat(AT_FDCWD, ") {
-            outside.push(format!("relative to a descriptor: {call}"));
+        let relative_to = call
+            .strip_prefix("openat(")
+            .filter(|c| !c.starts_with("AT_FDCWD, "))
+            .and_then(|c| c.split(',').next());
+        if let Some(fd) = relative_to {
+            let name = traced_path(call).ok_or_else(|| format!("no path in {call}"))?;
+            let stays_inside = !name.starts_with('/') && !name.split('/').any(|c| c == "..");
+            if dirs_under_root.contains(fd) && stays_inside {
+                under_root += 1;
+                assert!(
+                    call.contains("O_RDONLY") && !call.contains("O_CREAT"),
+                    "{call}"
+                );
+            } else {
+                outside.push(format!("relative to a descriptor: {call}"));
+            }
             continue;
         }
         let path = traced_path(call).ok_or_else(|| format!("no path in {call}"))?;
+        let result = call.rsplit(" = ").next().unwrap_or("");
         if path.starts_with(&format!("{root}/")) {
+            dirs_under_root.insert(result.split_whitespace().next().unwrap_or("").to_owned());
             under_root += 1;
             // Attributes are opened read-only and non-blocking; nothing is created or written.
             assert!(
