@@ -413,26 +413,47 @@ pub struct Response<'a> {
 
 /// Appends a whole response, head and body, so that the server writes it with one call.
 pub fn write_response(out: &mut Vec<u8>, r: &Response<'_>) {
+    write_head(
+        out,
+        r.status,
+        r.content_type,
+        r.body.len(),
+        r.close,
+        r.allow,
+        r.date,
+    );
+    if !r.head_only {
+        out.extend_from_slice(r.body);
+    }
+}
+
+/// Appends a response head for a body of `content_length` bytes.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    content_length: usize,
+    close: bool,
+    allow: bool,
+    date: &str,
+) {
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nDate: {}\r\n",
-        r.status.code(),
-        r.status.reason(),
-        r.content_type,
-        r.body.len(),
-        r.date,
+        status.code(),
+        status.reason(),
+        content_type,
+        content_length,
+        date,
     );
-    if r.allow {
+    if allow {
         out.extend_from_slice(b"Allow: GET, HEAD\r\n");
     }
-    if r.close {
+    if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !r.head_only {
-        out.extend_from_slice(r.body);
-    }
 }
 
 /// Formats an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for the `Date` header.

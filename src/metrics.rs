@@ -136,6 +136,36 @@ const SCRAPE_ERRORS: Family = Family {
     help: "Attribute reads in this scrape that failed for a reason other than the kernel having no value.",
 };
 
+/// Where rendered bytes go: a buffer, a counter that only measures them, or a socket.
+pub trait Out {
+    fn put(&mut self, bytes: &[u8]);
+
+    fn byte(&mut self, b: u8) {
+        self.put(&[b]);
+    }
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// Counts what would be written: the first of two rendering passes, which gives a streamed
+/// body its `Content-Length`.
+#[derive(Default)]
+pub struct Count(pub usize);
+
+impl Out for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
 pub fn content_type(format: Format) -> &'static str {
     match format {
         Format::Text => "text/plain; version=0.0.4; charset=utf-8",
@@ -144,7 +174,7 @@ pub fn content_type(format: Format) -> &'static str {
 }
 
 /// Renders the per-interface families of one scan.
-pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mut Vec<u8>) {
+pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mut impl Out) {
     let ifaces = &scan.interfaces;
     header(out, &STATUS, format);
     for i in ifaces {
@@ -209,29 +239,29 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
 }
 
 /// Renders the exporter's own families and, for OpenMetrics, the closing line.
-pub fn render_self(errors: u64, elapsed: Duration, format: Format, out: &mut Vec<u8>) {
+pub fn render_self(errors: u64, elapsed: Duration, format: Format, out: &mut impl Out) {
     header(out, &BUILD_INFO, format);
-    out.extend_from_slice(BUILD_INFO.name.as_bytes());
-    out.extend_from_slice(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
+    out.put(BUILD_INFO.name.as_bytes());
+    out.put(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
     header(out, &SCRAPE_DURATION, format);
-    out.extend_from_slice(SCRAPE_DURATION.name.as_bytes());
-    out.push(b' ');
+    out.put(SCRAPE_DURATION.name.as_bytes());
+    out.byte(b' ');
     push_seconds(out, elapsed);
-    out.push(b'\n');
+    out.byte(b'\n');
     header(out, &SCRAPE_ERRORS, format);
-    out.extend_from_slice(SCRAPE_ERRORS.name.as_bytes());
-    out.push(b' ');
+    out.put(SCRAPE_ERRORS.name.as_bytes());
+    out.byte(b' ');
     push_u64(out, errors);
-    out.push(b'\n');
+    out.byte(b'\n');
     if format == Format::OpenMetrics {
-        out.extend_from_slice(b"# EOF\n");
+        out.put(b"# EOF\n");
     }
 }
 
 /// Appends a duration as decimal seconds with nanosecond digits, without floating point.
-fn push_seconds(out: &mut Vec<u8>, d: Duration) {
+fn push_seconds(out: &mut impl Out, d: Duration) {
     push_u64(out, d.as_secs());
-    out.push(b'.');
+    out.byte(b'.');
     let nanos = d.subsec_nanos();
     let mut digits = [b'0'; 9];
     let mut n = nanos;
@@ -239,10 +269,10 @@ fn push_seconds(out: &mut Vec<u8>, d: Duration) {
         *slot = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend_from_slice(&digits);
+    out.put(&digits);
 }
 
-fn header(out: &mut Vec<u8>, family: &Family, format: Format) {
+fn header(out: &mut impl Out, family: &Family, format: Format) {
     let (name, kind) = match format {
         Format::Text => (
             family.name,
@@ -266,57 +296,57 @@ fn header(out: &mut Vec<u8>, family: &Family, format: Format) {
         },
     };
     for (what, text) in [("HELP", family.help), ("TYPE", kind)] {
-        out.extend_from_slice(b"# ");
-        out.extend_from_slice(what.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(name.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'\n');
+        out.put(b"# ");
+        out.put(what.as_bytes());
+        out.byte(b' ');
+        out.put(name.as_bytes());
+        out.byte(b' ');
+        out.put(text.as_bytes());
+        out.byte(b'\n');
     }
 }
 
-fn optional(out: &mut Vec<u8>, name: &str, iface: &Interface, value: Option<u64>) {
+fn optional(out: &mut impl Out, name: &str, iface: &Interface, value: Option<u64>) {
     if let Some(v) = value {
         sample(out, name, iface, &[], v);
     }
 }
 
-fn sample(out: &mut Vec<u8>, name: &str, iface: &Interface, labels: &[(&str, &[u8])], value: u64) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"{interface=\"");
+fn sample(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[u8])], value: u64) {
+    out.put(name.as_bytes());
+    out.put(b"{interface=\"");
     push_escaped(out, &iface.name);
     for (label, v) in labels {
-        out.extend_from_slice(b"\",");
-        out.extend_from_slice(label.as_bytes());
-        out.extend_from_slice(b"=\"");
+        out.put(b"\",");
+        out.put(label.as_bytes());
+        out.put(b"=\"");
         push_escaped(out, v);
     }
-    out.extend_from_slice(b"\"} ");
+    out.put(b"\"} ");
     push_u64(out, value);
-    out.push(b'\n');
+    out.byte(b'\n');
 }
 
 /// Appends a label value escaped as both formats require (`\\`, `\"`, `\n`), with bytes that
 /// are not UTF-8 replaced by U+FFFD.
-pub fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
+pub fn push_escaped(out: &mut impl Out, value: &[u8]) {
     for chunk in value.utf8_chunks() {
         for &b in chunk.valid().as_bytes() {
             match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b => out.push(b),
+                b'\\' => out.put(b"\\\\"),
+                b'"' => out.put(b"\\\""),
+                b'\n' => out.put(b"\\n"),
+                b => out.byte(b),
             }
         }
         if !chunk.invalid().is_empty() {
-            out.extend_from_slice("\u{fffd}".as_bytes());
+            out.put("\u{fffd}".as_bytes());
         }
     }
 }
 
 /// Appends the decimal digits of `v` without going through `fmt`.
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+pub fn push_u64(out: &mut impl Out, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -327,7 +357,7 @@ pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.put(&digits[i..]);
 }
 
 #[cfg(test)]

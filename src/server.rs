@@ -11,7 +11,7 @@
 //! Invariant: never panics on any input, never holds more than `max_connections` connection
 //! threads, and an accept error never stops the accept loop.
 
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, Format, Method, Request, Response, Status};
+use crate::http::{self, Method, Request, Response, Status};
 use crate::sysfs::{self, Reader, Scan};
 use crate::{log, metrics, page};
 
@@ -30,6 +30,11 @@ const CONNECTION_STACK: usize = 128 * 1024;
 /// Bytes read from a socket at once: a page, which holds any real request head. Larger chunks
 /// would only cost memory on every idle connection.
 const READ_CHUNK: usize = 4096;
+
+/// Bytes of a scrape body buffered before they are written. Large enough that a body goes out
+/// in few writes, small enough that a scrape of thousands of interfaces (over 800 KB of text at
+/// 1000) holds only this much of it.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Deadline for writing one whole response. A scrape body is at most a few hundred KiB; a client
 /// that cannot take that in 10 s is stuck, and its thread is better spent on someone else.
@@ -134,8 +139,8 @@ impl Server {
             stream,
             input: Vec::with_capacity(1024),
         };
-        let mut body = Vec::new();
-        let mut head = Vec::new();
+        // The response being written: small ones whole, a scrape's body a chunk at a time.
+        let mut out = Vec::new();
         let mut first = true;
         loop {
             let idle = if first {
@@ -149,31 +154,31 @@ impl Server {
                 Err(ReadError::Closed) => return,
                 Err(ReadError::Timeout) => {
                     log::debug("request head timed out", &[]);
-                    conn.reply_error(Status::RequestTimeout, &mut head);
+                    conn.reply_error(Status::RequestTimeout, &mut out);
                     return;
                 }
                 Err(ReadError::Refused(e)) => {
                     log::debug("bad request", &[("err", &e)]);
-                    conn.reply_error(e.status(), &mut head);
+                    conn.reply_error(e.status(), &mut out);
                     return;
                 }
             };
-            let keep_alive = match http::parse_head(&conn.input[..len]) {
+            // The request borrows the input while the response is written on the connection.
+            let input = std::mem::take(&mut conn.input);
+            let keep_alive = match http::parse_head(&input[..len]) {
                 Ok(request) => {
-                    body.clear();
-                    head.clear();
-                    self.respond(&request, &mut head, &mut body);
+                    if self.respond(&request, &mut conn, &mut out).is_err() {
+                        return;
+                    }
                     request.keep_alive
                 }
                 Err(e) => {
                     log::debug("bad request", &[("err", &e)]);
-                    conn.reply_error(e.status(), &mut head);
+                    conn.reply_error(e.status(), &mut out);
                     return;
                 }
             };
-            if conn.write(&head, &body).is_err() {
-                return;
-            }
+            conn.input = input;
             conn.input.drain(..len);
             if !keep_alive {
                 conn.linger();
@@ -182,12 +187,13 @@ impl Server {
         }
     }
 
-    /// Routes one valid request, writing the response head into `head` and the body into
-    /// `body`.
-    fn respond(&self, req: &Request<'_>, head: &mut Vec<u8>, body: &mut Vec<u8>) {
+    /// Routes one valid request and writes the whole response; an error means the connection
+    /// is done for.
+    fn respond(&self, req: &Request<'_>, conn: &mut Conn, out: &mut Vec<u8>) -> io::Result<()> {
         let settings = &self.settings;
         let is_metrics = req.path == settings.telemetry_path.as_bytes();
         let is_root = req.path == b"/";
+        let mut body = Vec::new();
         let (status, content_type) = if !is_metrics && !is_root {
             body.extend_from_slice(b"404 page not found\n");
             (Status::NotFound, "text/plain; charset=utf-8")
@@ -195,38 +201,65 @@ impl Server {
             body.extend_from_slice(b"405 method not allowed\n");
             (Status::MethodNotAllowed, "text/plain; charset=utf-8")
         } else if is_metrics {
-            let format = http::negotiate(req.accept);
-            self.scrape(format, body);
-            (Status::Ok, metrics::content_type(format))
+            return self.scrape(req, conn, out);
         } else {
-            self.with_scan(|scan| page::render(scan, &settings.telemetry_path, body));
+            self.with_scan(|scan| page::render(scan, &settings.telemetry_path, &mut body));
             (Status::Ok, "text/html; charset=utf-8")
         };
+        out.clear();
         http::write_response(
-            head,
+            out,
             &Response {
                 status,
                 content_type,
-                body,
-                head_only: true,
+                body: &body,
+                head_only: req.method == Method::Head,
                 close: !req.keep_alive,
                 allow: status == Status::MethodNotAllowed,
                 date: &date_now(),
             },
         );
-        if req.method == Method::Head {
-            body.clear();
-        }
+        conn.write(out, Instant::now() + WRITE_DEADLINE)
     }
 
-    fn scrape(&self, format: Format, body: &mut Vec<u8>) {
+    /// Answers a scrape. The body is rendered twice from the same scan: once only to count its
+    /// bytes for `Content-Length`, once into a bounded buffer flushed to the socket as it fills,
+    /// so a scrape of thousands of interfaces never holds its whole body in memory.
+    fn scrape(&self, req: &Request<'_>, conn: &mut Conn, out: &mut Vec<u8>) -> io::Result<()> {
         let start = Instant::now();
+        let format = http::negotiate(req.accept);
         let statistics = self.settings.options.statistics;
-        let errors = self.with_scan(|scan| {
-            metrics::render_interfaces(scan, statistics, format, body);
-            scan.errors
-        });
-        metrics::render_self(errors, start.elapsed(), format, body);
+        self.with_scan(|scan| {
+            let mut count = metrics::Count::default();
+            metrics::render_interfaces(scan, statistics, format, &mut count);
+            // Both passes print this one value, so their lengths agree.
+            let elapsed = start.elapsed();
+            metrics::render_self(scan.errors, elapsed, format, &mut count);
+            out.clear();
+            http::write_head(
+                out,
+                Status::Ok,
+                metrics::content_type(format),
+                count.0,
+                !req.keep_alive,
+                false,
+                &date_now(),
+            );
+            let deadline = Instant::now() + WRITE_DEADLINE;
+            if req.method == Method::Head {
+                return conn.write(out, deadline);
+            }
+            let mut stream = Stream {
+                conn,
+                buf: out,
+                deadline,
+                result: Ok(()),
+            };
+            metrics::render_interfaces(scan, statistics, format, &mut stream);
+            metrics::render_self(scan.errors, elapsed, format, &mut stream);
+            stream.flush();
+            stream.result
+        })
     }
 
     /// Scans sysfs afresh and hands the result to `f`.
@@ -246,6 +279,33 @@ impl Server {
         // A panic elsewhere cannot leave the list in a state that matters: it only holds
         // buffers.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A response body on its way to the socket through a bounded buffer. The first failed write
+/// is kept and later bytes are dropped: the connection is closed after it anyway.
+struct Stream<'a> {
+    conn: &'a mut Conn,
+    buf: &'a mut Vec<u8>,
+    deadline: Instant,
+    result: io::Result<()>,
+}
+
+impl Stream<'_> {
+    fn flush(&mut self) {
+        if self.result.is_ok() && !self.buf.is_empty() {
+            self.result = self.conn.write(self.buf, self.deadline);
+        }
+        self.buf.clear();
+    }
+}
+
+impl metrics::Out for Stream<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.flush();
+        }
     }
 }
 
@@ -319,26 +379,17 @@ impl Conn {
         }
     }
 
-    /// Writes head and body with as few calls as the kernel allows, within [`WRITE_DEADLINE`].
-    fn write(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
-        let deadline = Instant::now() + WRITE_DEADLINE;
-        let (mut head, mut body) = (head, body);
-        while !head.is_empty() || !body.is_empty() {
+    /// Writes all of `bytes` before `deadline`.
+    fn write(&mut self, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        while !bytes.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.stream.set_write_timeout(Some(deadline - now))?;
-            match self
-                .stream
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            {
+            match self.stream.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let from_head = n.min(head.len());
-                    head = &head[from_head..];
-                    body = &body[n - from_head..];
-                }
+                Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A peer that hung up or stopped reading is not an error worth a log line.
                 Err(e) => return Err(e),
@@ -366,7 +417,7 @@ impl Conn {
                 date: &date_now(),
             },
         );
-        if self.write(buf, &[]).is_ok() {
+        if self.write(buf, Instant::now() + WRITE_DEADLINE).is_ok() {
             self.linger();
         }
     }

@@ -489,3 +489,42 @@ fn accept_errors_are_logged_and_survived() -> Result {
     assert!(r.text().contains("interface_status{interface=\"eth0\"} 1"));
     Ok(())
 }
+
+#[test]
+fn large_scrapes_are_streamed_with_an_exact_length() -> Result {
+    // Over 64 KiB of body, so it leaves in several chunks after a counting pass.
+    let f = Fixture::new()?;
+    for n in 0..1500 {
+        f.iface(
+            &format!("veth{n:05}"),
+            &[
+                ("operstate", "up"),
+                ("mtu", "1500"),
+                ("ifalias", "a \"b\" \\ c"),
+            ],
+        )?;
+    }
+    let exp = Exporter::start(&[&f.flag()])?;
+    let mut s = connect(exp.addr)?;
+    for format in ["text/plain", "application/openmetrics-text"] {
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {format}\r\n\r\n");
+        // Two in a row on one connection: the second parses only if the first's length was
+        // exact.
+        for _ in 0..2 {
+            s.write_all(req.as_bytes())?;
+            let r = read_response(&mut s, false)?;
+            assert_eq!(r.status, 200);
+            let body = r.text();
+            assert!(r.body.len() > 256 * 1024, "{}", r.body.len());
+            assert_eq!(body.matches("interface_status{").count(), 1500);
+            assert!(body.contains("interface_info{interface=\"veth01499\",address=\"\",duplex=\"\",ifalias=\"a \\\"b\\\" \\\\ c\",operstate=\"up\"} 1\n"));
+            let last = if format == "text/plain" {
+                "interfaces_exporter_scrape_errors 0\n"
+            } else {
+                "# EOF\n"
+            };
+            assert!(body.ends_with(last), "{}", &body[body.len() - 100..]);
+        }
+    }
+    Ok(())
+}
