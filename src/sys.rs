@@ -25,6 +25,8 @@ const SOL_SOCKET: c_int = 1;
 /// Non-blocking: sysfs ignores it, and it keeps a FIFO planted in a fixture tree from blocking
 /// a scrape forever.
 const OPEN_ATTR_FLAGS: c_int = 0o2000000 | 0o4000 | 0o400;
+/// `O_PATH | O_CLOEXEC`, the same on x86_64 and aarch64.
+const OPEN_PATH_FLAGS: c_int = 0o10000000 | 0o2000000;
 const SO_ACCEPTCONN: c_int = 30;
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: c_int = 3;
@@ -88,9 +90,19 @@ pub fn wait_for_termination() -> c_int {
 /// Opens `name` relative to the directory `dir` for reading, non-blocking and close-on-exec.
 /// std has no `openat`; it lets a scrape open each attribute with a one-component lookup.
 pub fn open_at(dir: &File, name: &CStr) -> std::io::Result<File> {
+    open_with(dir, name, OPEN_ATTR_FLAGS)
+}
+
+/// Opens the directory `name` relative to `dir` as a path only (`O_PATH`), close-on-exec: a
+/// handle for [`open_at`] that needs no read permission and allocates nothing in sysfs.
+pub fn open_dir_at(dir: &File, name: &CStr) -> std::io::Result<File> {
+    open_with(dir, name, OPEN_PATH_FLAGS)
+}
+
+fn open_with(dir: &File, name: &CStr, flags: c_int) -> std::io::Result<File> {
     // SAFETY: `dir` is an open descriptor for the duration of the call and `name` is
     // NUL-terminated; openat does not keep either pointer.
-    let fd = unsafe { openat(dir.as_raw_fd(), name.as_ptr(), OPEN_ATTR_FLAGS) };
+    let fd = unsafe { openat(dir.as_raw_fd(), name.as_ptr(), flags) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

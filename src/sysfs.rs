@@ -219,11 +219,29 @@ impl Reader {
     pub fn scan(&mut self, opts: &Options, scan: &mut Scan) {
         scan.spare.append(&mut scan.interfaces);
         scan.errors = 0;
-        self.list(opts, scan);
+        if !self.list(opts, scan) {
+            return;
+        }
+        // Interface directories are opened relative to class/net, one path component each.
+        let class_net = match OpenOptions::new()
+            .read(true)
+            .custom_flags(O_PATH)
+            .open(&self.class_net)
+        {
+            Ok(dir) => dir,
+            Err(err) => {
+                scan.errors += 1;
+                crate::log::debug(
+                    "cannot open class/net",
+                    &[("path", &self.class_net.display()), ("err", &err)],
+                );
+                return;
+            }
+        };
         let names = std::mem::take(&mut self.names);
         for name in &names {
             let mut iface = scan.spare.pop().unwrap_or_default();
-            if self.read_interface(name, opts, &mut iface, &mut scan.errors) {
+            if self.read_interface(&class_net, name, opts, &mut iface, &mut scan.errors) {
                 scan.interfaces.push(iface);
             } else {
                 scan.spare.push(iface);
@@ -233,8 +251,9 @@ impl Reader {
         scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Fills `self.names` with the entries of `class/net` that may be interfaces.
-    fn list(&mut self, opts: &Options, scan: &mut Scan) {
+    /// Fills `self.names` with the entries of `class/net` that may be interfaces; false when
+    /// `class/net` cannot be read at all.
+    fn list(&mut self, opts: &Options, scan: &mut Scan) -> bool {
         let mut count = 0;
         let dir = match fs::read_dir(&self.class_net) {
             Ok(dir) => dir,
@@ -245,7 +264,7 @@ impl Reader {
                     &[("path", &self.class_net.display()), ("err", &err)],
                 );
                 self.names.truncate(0);
-                return;
+                return false;
             }
         };
         for entry in dir {
@@ -266,22 +285,30 @@ impl Reader {
             if count == self.names.len() {
                 self.names.push(Vec::new());
             }
+            // Kept NUL-terminated for openat; a name from readdir holds no NUL.
             let slot = &mut self.names[count];
             slot.clear();
             slot.extend_from_slice(name);
+            slot.push(0);
             count += 1;
         }
         self.names.truncate(count);
+        true
     }
 
     /// Reads one interface; false when it is to be left out (gone, or no readable operstate).
     fn read_interface(
         &mut self,
-        name: &[u8],
+        class_net: &File,
+        name_nul: &[u8],
         opts: &Options,
         iface: &mut Interface,
         errors: &mut u64,
     ) -> bool {
+        let Ok(name_c) = CStr::from_bytes_with_nul(name_nul) else {
+            return false;
+        };
+        let name = name_c.to_bytes();
         iface.name.clear();
         iface.name.extend_from_slice(name);
         self.path.clear();
@@ -290,11 +317,7 @@ impl Reader {
         // The directory is opened once (O_PATH: no read access needed, nothing allocated in
         // sysfs) and every attribute relative to it, which spares the kernel walking the
         // whole path and the class/net symlink eleven times.
-        let dir = match OpenOptions::new()
-            .read(true)
-            .custom_flags(O_PATH)
-            .open(&self.path)
-        {
+        let dir = match sys::open_dir_at(class_net, name_c) {
             Ok(dir) => dir,
             Err(err) => {
                 self.fail(None, &err, errors);
