@@ -843,28 +843,7 @@ mod tests {
     // reproduces from the test name alone; the invariants are checked by a second, simpler
     // reading of the same bytes rather than by comparing with the parser's own logic.
 
-    /// xorshift64 (Marsaglia's 13/7/17 triple): full period over nonzero states, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A number in `0..n`, `n` > 0.
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
+    use crate::fuzz::Rng;
 
     /// What scrapers, curl and browsers send, and the shapes attacks start from.
     const SEEDS: &[&[u8]] = &[

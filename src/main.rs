@@ -4,6 +4,8 @@
 #![deny(unsafe_code)]
 
 mod cli;
+#[cfg(test)]
+mod fuzz;
 mod glob;
 mod http;
 mod log;

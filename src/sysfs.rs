@@ -604,27 +604,7 @@ mod tests {
         Ok(())
     }
 
-    /// xorshift64 (13/7/17), as in the http fuzz tests: seeded, so every run is the same run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
+    use crate::fuzz::Rng;
 
     /// Values near what sysfs writes, and what a broken driver or a planted file might.
     fn attribute_value(rng: &mut Rng) -> Vec<u8> {
