@@ -46,9 +46,10 @@ export "CARGO_TARGET_${triple_env}_LINKER=$lld"
 # identical code folding (--icf=all) merges functions that compiled to the same bytes, and
 # RELR packs the position-independent executable's relative relocations (about 15 KB of
 # plain ones), which musl's static-PIE start code applies. Both keep ASLR, unlike a non-PIE
-# build. They are appended to any flags the caller set.
-rustflags_var="CARGO_TARGET_${triple_env}_RUSTFLAGS"
-export "$rustflags_var=${!rustflags_var:-} -C target-feature=+crt-static -C link-arg=--icf=all -C link-arg=--pack-dyn-relocs=relr"
+# build. They go into RUSTFLAGS, appended to the caller's: cargo ignores the per-target
+# variable whenever RUSTFLAGS is set (as CI sets it), which silently dropped them once. With
+# --target, RUSTFLAGS reaches only the target's code, not build scripts.
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C link-arg=--icf=all -C link-arg=--pack-dyn-relocs=relr"
 
 cargo build --release --locked --target "$target"
 

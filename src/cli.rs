@@ -256,10 +256,23 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     {
         return None;
     }
-    let whole: u128 = whole.parse().ok()?;
-    let fraction_nanos: u128 = format!("{fraction:0<9}").parse().ok()?;
-    let nanos = whole * nanos_per_unit + fraction_nanos * nanos_per_unit / 1_000_000_000;
-    let d = Duration::from_nanos(u64::try_from(nanos).ok()?);
+    let whole: u64 = whole.parse().ok()?;
+    // The fraction's digits as nanoseconds of one unit: "25" is 250_000_000.
+    let fraction = fraction
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    const NANOS: u64 = 1_000_000_000;
+    let fraction_nanos = if nanos_per_unit >= NANOS {
+        fraction * (nanos_per_unit / NANOS)
+    } else {
+        fraction / (NANOS / nanos_per_unit)
+    };
+    let nanos = whole
+        .checked_mul(nanos_per_unit)?
+        .checked_add(fraction_nanos)?;
+    let d = Duration::from_nanos(nanos);
     (d > Duration::ZERO && d <= MAX_TIMEOUT).then_some(d)
 }
 
