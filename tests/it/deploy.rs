@@ -183,6 +183,9 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
     })?;
     assert_eq!(status_names(&body), host_interfaces()?, "{body}");
     assert!(!body.contains("nsonly"));
+    // The default :9425 is dual-stack: IPv6 answers too.
+    let v6 = run(ns.cmd("curl").args(["-sfg", "http://[::1]:9425/metrics"]))?;
+    assert_eq!(status_names(&v6), status_names(&body));
     eprintln!(
         "scratch scrape:\n{}",
         body.lines().take(8).collect::<Vec<_>>().join("\n")
