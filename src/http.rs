@@ -47,6 +47,19 @@ pub struct Request<'a> {
     pub accept: Option<&'a [u8]>,
 }
 
+impl Request<'_> {
+    /// The `Connection` header a response needs: `close` when the connection ends after it,
+    /// `keep-alive` for an HTTP/1.0 client that asked to keep it (which otherwise assumes a
+    /// close), none for HTTP/1.1, where persistence is the default.
+    pub fn connection_header(&self) -> Option<&'static str> {
+        match (self.keep_alive, self.version) {
+            (false, _) => Some("close"),
+            (true, Version::Http10) => Some("keep-alive"),
+            (true, Version::Http11) => None,
+        }
+    }
+}
+
 /// Why a head was refused. Each maps to one status code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
@@ -406,7 +419,8 @@ pub struct Response<'a> {
     pub body: &'a [u8],
     /// `HEAD`: the same headers, no body.
     pub head_only: bool,
-    pub close: bool,
+    /// The `Connection` header's value, if any.
+    pub connection: Option<&'a str>,
     pub allow: bool,
     pub date: &'a str,
 }
@@ -418,7 +432,7 @@ pub fn write_response(out: &mut Vec<u8>, r: &Response<'_>) {
         r.status,
         r.content_type,
         r.body.len(),
-        r.close,
+        r.connection,
         r.allow,
         r.date,
     );
@@ -433,7 +447,7 @@ pub fn write_head(
     status: Status,
     content_type: &str,
     content_length: usize,
-    close: bool,
+    connection: Option<&str>,
     allow: bool,
     date: &str,
 ) {
@@ -450,8 +464,10 @@ pub fn write_head(
     if allow {
         out.extend_from_slice(b"Allow: GET, HEAD\r\n");
     }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
+    if let Some(value) = connection {
+        out.extend_from_slice(b"Connection: ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -811,7 +827,7 @@ mod tests {
             content_type: "text/plain; charset=utf-8",
             body: b"nope\n",
             head_only: false,
-            close: true,
+            connection: Some("close"),
             allow: true,
             date: "Thu, 26 Nov 2026 10:00:00 GMT",
         };
@@ -825,7 +841,7 @@ mod tests {
             &mut out,
             &Response {
                 head_only: true,
-                close: false,
+                connection: None,
                 allow: false,
                 ..r
             },

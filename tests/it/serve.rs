@@ -303,9 +303,14 @@ fn http_1_0_closes_unless_keep_alive_is_asked() -> Result {
     assert_eq!(status_of(&out), Some(200));
     let mut s = connect(exp.addr)?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")?;
-    assert_eq!(read_response(&mut s, false)?.status, 200);
+    let kept = read_response(&mut s, false)?;
+    assert_eq!(kept.status, 200);
+    // An HTTP/1.0 client assumes a close unless the response says otherwise.
+    assert_eq!(kept.header("connection"), Some("keep-alive"));
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    assert_eq!(read_response(&mut s, false)?.status, 200);
+    let last = read_response(&mut s, false)?;
+    assert_eq!(last.status, 200);
+    assert_eq!(last.header("connection"), Some("close"));
     let mut rest = Vec::new();
     assert_eq!(s.read_to_end(&mut rest)?, 0);
     Ok(())
