@@ -172,15 +172,7 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
         .stderr(Stdio::piped())
         .spawn()?;
     let guard = KillOnDrop(child.id());
-    let body = wait_for("a scrape of the scratch exporter", DEADLINE, || {
-        let out = ns
-            .cmd("curl")
-            .args(["-sf", "http://127.0.0.1:9425/metrics"])
-            .output()
-            .ok()?;
-        (out.status.success() && !out.stdout.is_empty())
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })?;
+    let body = scrape_default_port(&ns, "a scrape of the scratch exporter")?;
     assert_eq!(status_names(&body), host_interfaces()?, "{body}");
     assert!(!body.contains("nsonly"));
     // The default :9425 is dual-stack: IPv6 answers too.
@@ -226,6 +218,20 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
     assert!(!err.contains("running as root"), "{err}");
     drop(guard);
     Ok(())
+}
+
+/// Polls `http://127.0.0.1:9425/metrics` inside the namespace until a scrape answers 200.
+/// The fixed port cannot clash: the namespace is the test's own.
+fn scrape_default_port(ns: &Netns, what: &str) -> Result<String> {
+    wait_for(what, DEADLINE, || {
+        let out = ns
+            .cmd("curl")
+            .args(["-sf", "http://127.0.0.1:9425/metrics"])
+            .output()
+            .ok()?;
+        (out.status.success() && !out.stdout.is_empty())
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
 }
 
 struct KillOnDrop(u32);
@@ -361,16 +367,7 @@ fn socket_activation_serves_and_notifies() -> Result {
         .stderr(Stdio::piped())
         .spawn()?;
     let _guard = KillOnDrop(child.id());
-    let body = wait_for("a socket-activated scrape", DEADLINE, || {
-        let out = ns
-            .cmd("curl")
-            .args(["-sf", "http://127.0.0.1:9425/metrics"])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })?;
+    let body = scrape_default_port(&ns, "a socket-activated scrape")?;
     assert!(
         body.contains("interface_status{interface=\"eth0\"} 1"),
         "{body}"
