@@ -200,8 +200,6 @@ pub fn check_root(root: &Path) -> Result<(), Error> {
 /// Reads interfaces under one sysfs root, reusing its buffers from scan to scan.
 pub struct Reader {
     class_net: PathBuf,
-    /// Scratch path `class/net/<name>`, rebuilt for each interface without allocating.
-    path: PathBuf,
     buf: Box<[u8; ATTR_BUF]>,
     names: Vec<Vec<u8>>,
 }
@@ -210,7 +208,6 @@ impl Reader {
     pub fn new(root: &Path) -> Reader {
         Reader {
             class_net: root.join("class/net"),
-            path: PathBuf::new(),
             buf: Box::new([0; ATTR_BUF]),
             names: Vec::new(),
         }
@@ -311,23 +308,24 @@ impl Reader {
         let name = name_c.to_bytes();
         iface.name.clear();
         iface.name.extend_from_slice(name);
-        self.path.clear();
-        self.path.push(&self.class_net);
-        self.path.push(OsStr::from_bytes(name));
+        let place = Place {
+            class_net: &self.class_net,
+            name,
+        };
         // The directory is opened once (O_PATH: no read access needed, nothing allocated in
         // sysfs) and every attribute relative to it, which spares the kernel walking the
         // whole path and the class/net symlink eleven times.
         let dir = match sys::open_dir_at(class_net, name_c) {
             Ok(dir) => dir,
             Err(err) => {
-                self.fail(None, &err, errors);
+                place.fail(None, &err, errors);
                 return false;
             }
         };
         let mut r = AttrReader {
             dir: &dir,
             buf: &mut self.buf,
-            path: &self.path,
+            place,
             errors,
         };
         let Some(operstate) = r.attr(c"operstate") else {
@@ -373,24 +371,37 @@ impl Reader {
         };
         true
     }
-
-    fn fail(&self, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
-        fail(&self.path, attr, err, errors)
-    }
 }
 
-/// Counts and logs a failed read unless the kernel meant "no value".
-fn fail(dir: &Path, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
-    if is_expected(err) {
-        return;
+/// Where an interface's attributes live, kept only to name a path in a log line: the path is
+/// built when a read fails, never on the scrape's normal path.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    class_net: &'a Path,
+    name: &'a [u8],
+}
+
+impl Place<'_> {
+    fn path(self, attr: Option<&CStr>) -> PathBuf {
+        let mut path = self.class_net.join(OsStr::from_bytes(self.name));
+        if let Some(attr) = attr {
+            path.push(OsStr::from_bytes(attr.to_bytes()));
+        }
+        path
     }
-    *errors += 1;
-    if crate::log::enabled(crate::log::Level::Debug) {
-        let attr = attr.map(CStr::to_string_lossy).unwrap_or_default();
-        crate::log::debug(
-            "attribute read failed",
-            &[("path", &dir.join(&*attr).display()), ("err", err)],
-        );
+
+    /// Counts and logs a failed read unless the kernel meant "no value".
+    fn fail(self, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
+        if is_expected(err) {
+            return;
+        }
+        *errors += 1;
+        if crate::log::enabled(crate::log::Level::Debug) {
+            crate::log::debug(
+                "attribute read failed",
+                &[("path", &self.path(attr).display()), ("err", err)],
+            );
+        }
     }
 }
 
@@ -398,8 +409,7 @@ fn fail(dir: &Path, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
 struct AttrReader<'a> {
     dir: &'a File,
     buf: &'a mut [u8; ATTR_BUF],
-    /// The directory's path, for log lines only.
-    path: &'a Path,
+    place: Place<'a>,
     errors: &'a mut u64,
 }
 
@@ -420,7 +430,7 @@ impl AttrReader<'_> {
         match result {
             Ok(n) => Some(&self.buf[..n]),
             Err(err) => {
-                fail(self.path, Some(attr), &err, self.errors);
+                self.place.fail(Some(attr), &err, self.errors);
                 None
             }
         }
@@ -430,15 +440,19 @@ impl AttrReader<'_> {
         let value = self.attr(attr)?;
         let parsed = parse(trim_newline(value));
         if parsed.is_none() {
-            let value = String::from_utf8_lossy(value).into_owned();
+            // Copied before the count, which needs `self` back; only when it will be logged.
+            let shown = crate::log::enabled(crate::log::Level::Debug)
+                .then(|| String::from_utf8_lossy(value).into_owned());
             *self.errors += 1;
-            crate::log::debug(
-                "attribute does not parse",
-                &[
-                    ("path", &self.path.join(&*attr.to_string_lossy()).display()),
-                    ("value", &value),
-                ],
-            );
+            if let Some(value) = shown {
+                crate::log::debug(
+                    "attribute does not parse",
+                    &[
+                        ("path", &self.place.path(Some(attr)).display()),
+                        ("value", &value),
+                    ],
+                );
+            }
         }
         parsed
     }
