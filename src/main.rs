@@ -10,6 +10,7 @@ mod glob;
 mod http;
 mod log;
 mod metrics;
+mod model;
 mod page;
 mod server;
 #[allow(unsafe_code)]
@@ -95,7 +96,7 @@ fn run(config: Config) -> Result<(), String> {
         read_timeout: config.read_timeout,
         idle_timeout: config.idle_timeout,
         sysfs: root,
-        options: sysfs::Options {
+        options: model::Options {
             statistics: config.statistics,
             include: config.include,
             exclude: config.exclude,

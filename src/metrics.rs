@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::http::Format;
-use crate::sysfs::{Interface, OperState, Scan};
+use crate::model::{Interface, OperState, Scan};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -7,7 +7,7 @@
 //! Invariant: every value that came from sysfs is HTML-escaped before it is written.
 
 use crate::metrics::push_u64;
-use crate::sysfs::{OperState, Scan};
+use crate::model::{OperState, Scan};
 
 /// Seconds between refreshes: often enough to watch a link come back, rarely enough that an
 /// open tab costs the host nothing.
@@ -101,7 +101,7 @@ pub fn push_html(out: &mut Vec<u8>, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::Interface;
+    use crate::model::Interface;
 
     #[track_caller]
     fn check(input: &[u8], expected: &str) {

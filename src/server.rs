@@ -20,7 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, Method, Request, Response, Status};
-use crate::sysfs::{self, Reader, Scan};
+use crate::model::{self, Scan};
+use crate::sysfs::Reader;
 use crate::{log, metrics, page};
 
 /// Stack for connection threads. A request needs a few KiB (the 4 KiB attribute buffer is
@@ -61,7 +62,7 @@ pub struct Settings {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub sysfs: PathBuf,
-    pub options: sysfs::Options,
+    pub options: model::Options,
 }
 
 pub struct Server {
