@@ -3,6 +3,9 @@
 //!
 //! Invariant: imports nothing of ours but [`Glob`]; knows no source, no renderer and no IO.
 
+use std::fmt;
+use std::io;
+
 use crate::glob::Glob;
 
 /// RFC 2863 operational states, as the kernel spells them in `operstate`.
@@ -118,6 +121,25 @@ pub struct Scan {
     pub errors: u64,
     /// Interfaces of earlier scans, kept for their allocations.
     spare: Vec<Interface>,
+}
+
+/// Why a scan could not see every interface. Its answer would be partial, and a partial answer
+/// served with 200 makes Prometheus record stale series as fresh, so a scan that fails this way
+/// is answered with 503 instead. "The kernel has no value for this attribute" is not one of
+/// these: it only leaves a sample out.
+#[derive(Debug)]
+pub struct ScanError {
+    /// What the scan was doing, e.g. "cannot list interfaces".
+    pub what: &'static str,
+    /// The path, interface or socket it was doing it to.
+    pub subject: String,
+    pub err: io::Error,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.what, self.subject, self.err)
+    }
 }
 
 impl Scan {

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, Method, Request, Response, Status};
-use crate::model::{self, Scan};
+use crate::model::{self, Scan, ScanError};
 use crate::sysfs::Reader;
 use crate::{log, metrics, page};
 
@@ -209,8 +209,10 @@ impl Server {
         } else if is_metrics {
             return self.scrape(req, conn, out);
         } else {
-            self.with_scan(|scan| page::render(scan, &settings.telemetry_path, &mut body));
-            (Status::Ok, "text/html; charset=utf-8")
+            match self.with_scan(|scan| page::render(scan, &settings.telemetry_path, &mut body)) {
+                Ok(()) => (Status::Ok, "text/html; charset=utf-8"),
+                Err(e) => scan_failed(&e, &mut body),
+            }
         };
         out.clear();
         http::write_response(
@@ -235,7 +237,7 @@ impl Server {
         let start = Instant::now();
         let format = http::negotiate(req.accept);
         let statistics = self.settings.options.statistics;
-        self.with_scan(|scan| {
+        let scanned = self.with_scan(|scan| {
             let mut count = metrics::Count::default();
             metrics::render_interfaces(scan, statistics, format, &mut count);
             // Both passes print this one value, so their lengths agree.
@@ -265,18 +267,42 @@ impl Server {
             metrics::render_self(scan.errors, elapsed, format, &mut stream);
             stream.flush();
             stream.result
-        })
+        });
+        match scanned {
+            Ok(written) => written,
+            Err(e) => {
+                let mut body = Vec::new();
+                let (status, content_type) = scan_failed(&e, &mut body);
+                out.clear();
+                http::write_response(
+                    out,
+                    &Response {
+                        status,
+                        content_type,
+                        body: &body,
+                        head_only: req.method == Method::Head,
+                        connection: req.connection_header(),
+                        allow: false,
+                        date: &date_now(),
+                    },
+                );
+                conn.write(out, Instant::now() + WRITE_DEADLINE)
+            }
+        }
     }
 
-    /// Scans sysfs afresh and hands the result to `f`.
-    fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> T {
+    /// Scans sysfs afresh and hands the result to `f`, unless the scan could not see every
+    /// interface.
+    fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> Result<T, ScanError> {
         let taken = self.idle_collectors().pop();
         let mut c = taken.unwrap_or_else(|| Collector {
             reader: Reader::new(&self.settings.sysfs),
             scan: Scan::default(),
         });
-        c.reader.scan(&self.settings.options, &mut c.scan);
-        let result = f(&c.scan);
+        let result = c
+            .reader
+            .scan(&self.settings.options, &mut c.scan)
+            .map(|()| f(&c.scan));
         let mut idle = self.idle_collectors();
         if idle.len() < MAX_IDLE_COLLECTORS {
             idle.push(c);
@@ -481,6 +507,15 @@ fn refuse(stream: TcpStream) {
             }
         }
     }
+}
+
+/// A scan that could not see every interface is answered 503, never a partial 200, and logged.
+fn scan_failed(e: &ScanError, body: &mut Vec<u8>) -> (Status, &'static str) {
+    log::warn("scan failed, answering 503", &[("err", e)]);
+    body.extend_from_slice(b"503 cannot read every interface: ");
+    body.extend_from_slice(e.to_string().as_bytes());
+    body.push(b'\n');
+    (Status::ServiceUnavailable, "text/plain; charset=utf-8")
 }
 
 fn date_now() -> String {

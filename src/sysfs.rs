@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::model::{Interface, OperState, Options, Scan};
+use crate::model::{Interface, OperState, Options, Scan, ScanError};
 use crate::sys;
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
@@ -99,27 +99,21 @@ impl Reader {
         }
     }
 
-    pub fn scan(&mut self, opts: &Options, scan: &mut Scan) {
+    /// Reads every interface under the root into `scan`. An error means the listing itself
+    /// failed, so the scan cannot stand for the host.
+    pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         scan.begin();
-        if !self.list(opts, scan) {
-            return;
-        }
+        self.list(opts, scan)?;
         // Interface directories are opened relative to class/net, one path component each.
-        let class_net = match OpenOptions::new()
+        let class_net = OpenOptions::new()
             .read(true)
             .custom_flags(O_PATH)
             .open(&self.class_net)
-        {
-            Ok(dir) => dir,
-            Err(err) => {
-                scan.errors += 1;
-                crate::log::debug(
-                    "cannot open class/net",
-                    &[("path", &self.class_net.display()), ("err", &err)],
-                );
-                return;
-            }
-        };
+            .map_err(|err| ScanError {
+                what: "cannot open",
+                subject: self.class_net.display().to_string(),
+                err,
+            })?;
         let names = std::mem::take(&mut self.names);
         for name in &names {
             let mut iface = scan.take_spare();
@@ -131,24 +125,17 @@ impl Reader {
         }
         self.names = names;
         scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
     }
 
-    /// Fills `self.names` with the entries of `class/net` that may be interfaces; false when
-    /// `class/net` cannot be read at all.
-    fn list(&mut self, opts: &Options, scan: &mut Scan) -> bool {
+    /// Fills `self.names` with the entries of `class/net` that may be interfaces.
+    fn list(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         let mut count = 0;
-        let dir = match fs::read_dir(&self.class_net) {
-            Ok(dir) => dir,
-            Err(err) => {
-                scan.errors += 1;
-                crate::log::debug(
-                    "cannot list interfaces",
-                    &[("path", &self.class_net.display()), ("err", &err)],
-                );
-                self.names.truncate(0);
-                return false;
-            }
-        };
+        let dir = fs::read_dir(&self.class_net).map_err(|err| ScanError {
+            what: "cannot list interfaces in",
+            subject: self.class_net.display().to_string(),
+            err,
+        })?;
         for entry in dir {
             let Ok(entry) = entry else {
                 scan.errors += 1;
@@ -175,7 +162,7 @@ impl Reader {
             count += 1;
         }
         self.names.truncate(count);
-        true
+        Ok(())
     }
 
     /// Reads one interface; false when it is to be left out (gone, or no readable operstate).
