@@ -157,7 +157,18 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                 }
                 config.telemetry_path = v;
             }
-            Long("path.sysfs") => config.sysfs = Some(parser.value()?.into()),
+            Long("path.sysfs") => {
+                let v = parser.value()?;
+                // An empty path would read `class/net` relative to the working directory.
+                if v.is_empty() {
+                    return Err(Error::BadValue {
+                        flag: "path.sysfs",
+                        value: String::new(),
+                        why: "expected the directory where sysfs is mounted, e.g. /sys",
+                    });
+                }
+                config.sysfs = Some(v.into());
+            }
             Long("web.max-connections") => {
                 let v = string(&mut parser)?;
                 config.max_connections = match v.parse::<usize>() {
@@ -487,6 +498,14 @@ mod tests {
         check_err(
             &["--interfaces.exclude=veth[0"],
             "invalid pattern \"veth[0\" for --interfaces.exclude: unclosed '['",
+        );
+        check_err(
+            &["--path.sysfs="],
+            "invalid value \"\" for --path.sysfs: expected the directory where sysfs is mounted, e.g. /sys",
+        );
+        check_err(
+            &["--path.sysfs", ""],
+            "invalid value \"\" for --path.sysfs: expected the directory where sysfs is mounted, e.g. /sys",
         );
         check_err(
             &["--collector.statistics=yes"],

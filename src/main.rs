@@ -1,5 +1,5 @@
 //! interfaces_exporter: wiring only. Parse flags, pick the sysfs root, bind, serve, and exit
-//! cleanly on SIGTERM or SIGINT.
+//! cleanly on SIGTERM or SIGINT; SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM are logged and ignored.
 
 #![deny(unsafe_code)]
 
@@ -17,8 +17,8 @@ mod server;
 mod sys;
 mod sysfs;
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::io::{self, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,30 +30,48 @@ const CONTAINER_SYSFS: &str = "/host/sys";
 
 fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the mask.
-    sys::block_termination_signals();
+    let masked = sys::block_signals();
+    // print! and eprintln! panic when the stream is a broken pipe (`--help | true`, since Rust
+    // ignores SIGPIPE); a CLI's output that nobody reads is no error, so it is written with
+    // write_all and failures are ignored.
     let config = match cli::parse_env() {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
-            print!("{}", cli::help());
+            let _ = io::stdout().lock().write_all(cli::help().as_bytes());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("interfaces_exporter {}", env!("CARGO_PKG_VERSION"));
+            let version = concat!("interfaces_exporter ", env!("CARGO_PKG_VERSION"), "\n");
+            let _ = io::stdout().lock().write_all(version.as_bytes());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("interfaces_exporter: {e} (see --help)");
+            let line = format!("interfaces_exporter: {e} (see --help)\n");
+            let _ = io::stderr().lock().write_all(line.as_bytes());
             return ExitCode::from(2);
         }
     };
     log::set_level(config.log_level);
-    match run(config) {
+    if let Err(e) = log::start() {
+        log::warn(
+            "cannot start the logger thread, logging inline",
+            &[("err", &e)],
+        );
+    }
+    let code = match masked
+        .map_err(|e| format!("cannot block signals: {e}"))
+        .and_then(|()| run(config))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             log::error("cannot start", &[("err", &msg)]);
             ExitCode::from(1)
         }
-    }
+    };
+    // The last lines (why it could not start, or that it shut down) must reach stderr, but a
+    // blocked stderr must not keep the process from exiting.
+    log::flush();
+    code
 }
 
 fn run(config: Config) -> Result<(), String> {
@@ -112,14 +130,14 @@ fn run(config: Config) -> Result<(), String> {
         }
     }
 
-    let sig = sys::wait_for_termination();
-    let name = if sig == sys::SIGTERM {
-        "SIGTERM"
-    } else {
-        "SIGINT"
-    };
-    log::info("shutting down", &[("signal", &name)]);
-    Ok(())
+    loop {
+        let sig = sys::wait_for_signal().map_err(|e| format!("cannot wait for signals: {e}"))?;
+        if sig.terminates() {
+            log::info("shutting down", &[("signal", &sig.name())]);
+            return Ok(());
+        }
+        log::warn("signal received, ignored", &[("signal", &sig.name())]);
+    }
 }
 
 /// `/host/sys` when the seed's container layout is there, else `/sys`.
@@ -136,11 +154,11 @@ fn bind(addr: ListenAddr) -> Result<TcpListener, String> {
     let result = match addr {
         ListenAddr::Addr(a) => TcpListener::bind(a),
         // `[::]` accepts IPv4 too (dual-stack) unless the host has no IPv6 at all.
-        ListenAddr::Any(port) => TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-            .or_else(|e| match e.kind() {
-                io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => Err(e),
-                _ => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
-            }),
+        // IPV6_V6ONLY is cleared explicitly: `net.ipv6.bindv6only=1` would make it IPv6 only.
+        ListenAddr::Any(port) => sys::listen_dual_stack(port).or_else(|e| match e.kind() {
+            io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => Err(e),
+            _ => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+        }),
     };
     result.map_err(|e| {
         format!(

@@ -15,8 +15,7 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::os::raw::{c_char, c_int, c_void};
 
 const SIG_BLOCK: c_int = 0;
-pub const SIGINT: c_int = 2;
-pub const SIGTERM: c_int = 15;
+const EINTR: c_int = 4;
 const F_GETFD: c_int = 1;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
@@ -49,40 +48,99 @@ extern "C" {
         -> c_int;
 }
 
-fn termination_set() -> SigSet {
-    let mut set = SigSet([0; 16]);
-    // SAFETY: `set` is a valid, writable sigset_t-sized buffer; both calls only write into it
-    // and cannot fail for valid signal numbers.
-    unsafe {
-        sigemptyset(&mut set);
-        sigaddset(&mut set, SIGTERM);
-        sigaddset(&mut set, SIGINT);
-    }
-    set
+// Signals.
+
+/// The signals `main` receives with [`wait_for_signal`] instead of their default action: the
+/// two that stop the exporter, and four whose default (terminate) would otherwise stop it
+/// silently, with a failure status that `Restart=on-failure` counts, when a terminal closes or
+/// someone expects a reload or a dump that this exporter does not do.
+const HANDLED: [Signal; 6] = [
+    Signal::Term,
+    Signal::Int,
+    Signal::Hup,
+    Signal::Usr1,
+    Signal::Usr2,
+    Signal::Alrm,
+];
+
+/// A signal in [`HANDLED`]. The numbers are the same on x86_64 and aarch64 (asm-generic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Hup = 1,
+    Int = 2,
+    Usr1 = 10,
+    Usr2 = 12,
+    Alrm = 14,
+    Term = 15,
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread and every thread it spawns afterwards, so
-/// that [`wait_for_termination`] receives them. Call it first in `main`, before any thread.
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Hup => "SIGHUP",
+            Signal::Int => "SIGINT",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Alrm => "SIGALRM",
+            Signal::Term => "SIGTERM",
+        }
+    }
+
+    /// SIGTERM and SIGINT stop the exporter; the others are logged and ignored.
+    pub fn terminates(self) -> bool {
+        matches!(self, Signal::Term | Signal::Int)
+    }
+}
+
+fn handled_set() -> std::io::Result<SigSet> {
+    let mut set = SigSet([0; 16]);
+    // SAFETY: `set` is a valid, writable sigset_t-sized buffer; both calls only write into it.
+    let rc = unsafe { sigemptyset(&mut set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for sig in HANDLED {
+        // SAFETY: as above; the signal numbers are valid.
+        if unsafe { sigaddset(&mut set, sig as c_int) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(set)
+}
+
+/// Blocks the [`HANDLED`] signals in the calling thread and every thread it spawns afterwards,
+/// so that [`wait_for_signal`] receives them. Call it first in `main`, before any thread.
 ///
 /// A blocked signal is queued even for PID 1, where the kernel drops signals whose disposition
 /// is the default: this is what makes `docker stop` work without an init.
-pub fn block_termination_signals() {
-    let set = termination_set();
+pub fn block_signals() -> std::io::Result<()> {
+    let set = handled_set()?;
     // SAFETY: `set` is initialised; a null `old` is allowed and means "not wanted".
-    unsafe {
-        pthread_sigmask(SIG_BLOCK, &set, std::ptr::null_mut());
+    let rc = unsafe { pthread_sigmask(SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // pthread functions return the error number instead of setting errno.
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
     }
+    Ok(())
 }
 
-/// Waits until SIGTERM or SIGINT arrives and returns its number.
-pub fn wait_for_termination() -> c_int {
-    let set = termination_set();
+/// Waits until one of the [`HANDLED`] signals arrives and returns it.
+pub fn wait_for_signal() -> std::io::Result<Signal> {
+    let set = handled_set()?;
     loop {
         let mut sig: c_int = 0;
         // SAFETY: `set` is initialised and `sig` is a valid place for the result.
         let rc = unsafe { sigwait(&set, &mut sig) };
-        if rc == 0 {
-            return sig;
+        // sigwait, too, returns the error number; EINTR is not among them, but musl's older
+        // versions pass it through.
+        if rc == EINTR {
+            continue;
+        }
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        if let Some(&s) = HANDLED.iter().find(|s| **s as c_int == sig) {
+            return Ok(s);
         }
     }
 }
@@ -121,6 +179,7 @@ pub enum ListenFdsError {
     BadCount(String),
     NotASocket(c_int),
     NotListening(c_int),
+    Setup(c_int, std::io::Error),
 }
 
 impl fmt::Display for ListenFdsError {
@@ -137,6 +196,9 @@ impl fmt::Display for ListenFdsError {
             }
             ListenFdsError::NotListening(fd) => {
                 write!(f, "--web.systemd-socket: fd {fd} is not a listening socket")
+            }
+            ListenFdsError::Setup(fd, e) => {
+                write!(f, "--web.systemd-socket: cannot set up fd {fd}: {e}")
             }
         }
     }
@@ -180,17 +242,25 @@ pub fn listen_fds(
         if accepting == 0 {
             return Err(ListenFdsError::NotListening(fd));
         }
+        // SAFETY: F_SETFD only changes this descriptor's close-on-exec flag.
+        if unsafe { fcntl(fd, F_SETFD, FD_CLOEXEC) } < 0 {
+            return Err(ListenFdsError::Setup(fd, std::io::Error::last_os_error()));
+        }
         // SAFETY: the descriptor is open and a listening socket, and by the socket activation
         // protocol it was handed to this process alone; nothing else in the program owns it,
         // so the TcpListener may take ownership and close it.
-        let listener = unsafe {
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
-            TcpListener::from_raw_fd(fd)
-        };
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
         // A unix socket passes the checks above; only an IP address makes it ours.
         if listener.local_addr().is_err() {
             return Err(ListenFdsError::NotASocket(fd));
         }
+        // A unit with NonBlocking=yes passes the socket with O_NONBLOCK set, and the accept
+        // loop would then see EAGAIN whenever no client is waiting. Accepting blocks here, as
+        // on a socket we bind ourselves; systemd only polls the socket, so the flag it shares
+        // with us does not matter to it.
+        listener
+            .set_nonblocking(false)
+            .map_err(|e| ListenFdsError::Setup(fd, e))?;
         listeners.push(listener);
     }
     Ok(listeners)
@@ -209,5 +279,80 @@ pub fn notify_ready(socket: &str) -> std::io::Result<()> {
     };
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(b"READY=1\n", &addr)?;
+    Ok(())
+}
+
+// The default listener.
+
+const AF_INET6: c_int = 10;
+const SOCK_STREAM: c_int = 1;
+/// `O_CLOEXEC`, the same on x86_64 and aarch64.
+const SOCK_CLOEXEC: c_int = 0o2000000;
+const IPPROTO_IPV6: c_int = 41;
+const IPV6_V6ONLY: c_int = 26;
+const SO_REUSEADDR: c_int = 2;
+/// The backlog std's `TcpListener::bind` passes to `listen`, so that `:PORT` queues as many
+/// connections as a named address does.
+const LISTEN_BACKLOG: c_int = 128;
+
+/// `struct sockaddr_in6`: 28 bytes, the same on every Linux architecture.
+#[repr(C)]
+struct SockAddrIn6 {
+    family: u16,
+    /// Network byte order.
+    port: u16,
+    flowinfo: u32,
+    addr: [u8; 16],
+    scope_id: u32,
+}
+
+extern "C" {
+    fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
+    fn bind(fd: c_int, addr: *const c_void, len: u32) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+}
+
+/// Listens on `[::]:port` for IPv6 and IPv4 alike. std cannot: its `TcpListener::bind` leaves
+/// `IPV6_V6ONLY` at the host's `net.ipv6.bindv6only`, and where that is 1 the socket would
+/// refuse IPv4. Fails (with EAFNOSUPPORT) on a host without IPv6.
+pub fn listen_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    // SAFETY: socket takes no pointers and returns a new descriptor or -1.
+    let fd = unsafe { socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: socket just returned this descriptor and nothing else refers to it; the listener
+    // owns it from here, so every early return below closes it.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0)?;
+    // As std sets it: a restarted exporter can bind its port while old connections linger.
+    set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1)?;
+    let addr = SockAddrIn6 {
+        family: AF_INET6 as u16,
+        port: port.to_be(),
+        flowinfo: 0,
+        addr: [0; 16],
+        scope_id: 0,
+    };
+    let len = std::mem::size_of::<SockAddrIn6>() as u32;
+    // SAFETY: `addr` is a valid sockaddr_in6 of `len` bytes; bind copies it and keeps nothing.
+    if unsafe { bind(fd, (&addr as *const SockAddrIn6).cast(), len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: listen takes no pointers; `fd` is a bound socket the listener owns.
+    if unsafe { listen(fd, LISTEN_BACKLOG) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+fn set_int_option(fd: c_int, level: c_int, name: c_int, value: c_int) -> std::io::Result<()> {
+    let len = std::mem::size_of::<c_int>() as u32;
+    // SAFETY: `value` is a valid int for the length given; setsockopt copies it.
+    let rc = unsafe { setsockopt(fd, level, name, (&value as *const c_int).cast(), len) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }

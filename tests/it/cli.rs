@@ -63,6 +63,8 @@ fn usage_errors_are_one_line_and_exit_2() -> Result {
         (&["--web.telemetry-path=metrics"], "\"metrics\""),
         (&["--log.level=loud"], "\"loud\""),
         (&["--interfaces.include=[eth"], "\"[eth\""),
+        (&["--path.sysfs="], "--path.sysfs"),
+        (&["--path.sysfs", ""], "--path.sysfs"),
         (&["stray"], "\"stray\""),
     ];
     for (args, names) in cases {
@@ -72,6 +74,55 @@ fn usage_errors_are_one_line_and_exit_2() -> Result {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(names), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    Ok(())
+}
+
+/// The write end of a pipe whose only reader has exited: every write to it fails with EPIPE,
+/// as `interfaces_exporter --help | true` does once `true` is gone.
+fn broken_pipe() -> Result<Stdio> {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let end = reader.stdin.take().ok_or("no pipe")?;
+    reader.wait()?;
+    Ok(Stdio::from(end))
+}
+
+#[test]
+fn a_reader_that_went_away_is_no_crash() -> Result {
+    for flag in ["--help", "--version"] {
+        let out = Command::new(BIN)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .stdout(broken_pipe()?)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}: {err}", out.status);
+        assert!(err.is_empty(), "{flag}: {err}");
+    }
+    // A bad flag whose one-line message cannot be written still exits 2, with the message's
+    // stream a broken pipe or closed.
+    let out = Command::new(BIN)
+        .arg("--bogus")
+        .stdin(Stdio::null())
+        .stderr(broken_pipe()?)
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", out.status);
+    assert!(out.stdout.is_empty());
+    for script in [r#"exec "$0" --bogus 2>&-"#, r#"exec "$0" --help >&-"#] {
+        let out = Command::new("sh")
+            .args(["-c", script, BIN])
+            .stdin(Stdio::null())
+            .output()?;
+        let expected = if script.contains("--help") { 0 } else { 2 };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{script}: {}",
+            out.status
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod deploy;
 mod linkstate;
+mod process;
 mod prometheus;
 mod serve;
 mod util;
