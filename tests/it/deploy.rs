@@ -468,6 +468,9 @@ fn systemd_units_verify() -> Result {
     ] {
         assert!(service.contains(setting), "service lacks {setting:?}");
     }
+    // An inherited socket cannot be made dual-stack by the exporter: the unit must say so.
+    let socket = std::fs::read_to_string(units.join("interfaces_exporter.socket"))?;
+    assert!(socket.contains("\nBindIPv6Only=both\n"), "{socket}");
     Ok(())
 }
 
