@@ -16,8 +16,9 @@ fi
 # (namespaces), curl (requests from inside a namespace), python3-yaml (manifest checks),
 # python3-prometheus-client (an independent OpenMetrics parser),
 # qemu-user-static (the aarch64 build), systemd (socket activation, unit verification),
-# chromium (the status page in a browser), strace (syscall counts).
-packages=(prometheus iproute2 curl python3 python3-yaml python3-prometheus-client qemu-user-static systemd chromium strace util-linux)
+# chromium (the status page in a browser), strace (syscall counts), podman (the container
+# image, built with --isolation chroot, so no OCI runtime is needed), tar (reading its layers).
+packages=(prometheus iproute2 curl python3 python3-yaml python3-prometheus-client qemu-user-static systemd chromium strace util-linux podman tar)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

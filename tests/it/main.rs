@@ -7,6 +7,7 @@ mod attack;
 mod browser;
 mod cli;
 mod deploy;
+mod image;
 mod linkstate;
 mod process;
 mod prometheus;
