@@ -115,7 +115,7 @@ usage:
   floor scrape [LABEL=]URL|floor... [--requests N] [--warmup N] [--root DIR] [--attrs A,B,...]
   floor dump [--ethtool] [--passes N] [--warmup N]
   floor startup [--runs N] --addr HOST:PORT [--path PATH] -- PROGRAM [ARGS...]
-  floor disrupt [--url URL] [--rate N] -- PROGRAM [ARGS...]
+  floor disrupt [--url URL] [--rate N] [--runs N] -- PROGRAM [ARGS...]
 
 scan     lists ROOT/class/net (default /sys) and, per interface, opens, reads once and closes
          each attribute (default: the exporter's default list), PASSES times (default 100);
@@ -135,9 +135,10 @@ scrape   REQUESTS times (default 100), after WARMUP (default 3) untimed rounds, 
          target's time per request and, for every two targets, the median of the paired ratios
 startup  RUNS times (default 20): spawns PROGRAM, polls ADDR until a GET of PATH (default
          /metrics) gets a whole 200 response, and kills it; prints the time from spawn to that
-disrupt  runs PROGRAM once and prints how long it took; with --url, while a client GETs URL at
-         a fixed RATE per second (default 20) on one kept-alive connection, starting 0.5 s
-         before PROGRAM; a late scrape starts the next at once, never a burst to catch up
+disrupt  runs PROGRAM RUNS times in a row (default 1) and prints the mean time of a run; with
+         --url, while a client GETs URL at a fixed RATE per second (default 20) on one
+         kept-alive connection, starting 0.5 s before; a late scrape starts the next at once,
+         never a burst to catch up
 ";
 
 fn main() -> ExitCode {
@@ -857,8 +858,9 @@ impl Pacer {
 }
 
 fn disrupt(args: &[String]) -> Result<(), Fail> {
-    let args = Args::parse(args, &["url", "rate"])?;
+    let args = Args::parse(args, &["url", "rate", "runs"])?;
     let rate = args.number("rate", 20)?.clamp(1, 1000);
+    let runs = args.number("runs", 1)?.max(1);
     let [program, rest @ ..] = args.words.as_slice() else {
         return Err(Fail::Usage("disrupt needs a program after --".into()));
     };
@@ -870,35 +872,36 @@ fn disrupt(args: &[String]) -> Result<(), Fail> {
         }
         None => None,
     };
-    let before = pacer.as_ref().map(|p| p.done.load(Ordering::Relaxed));
-    let late_before = pacer.as_ref().map(|p| p.late.load(Ordering::Relaxed));
+    let count =
+        |c: fn(&Pacer) -> &AtomicUsize| pacer.as_ref().map_or(0, |p| c(p).load(Ordering::Relaxed));
+    let (done0, late0) = (count(|p| &p.done), count(|p| &p.late));
+    // Runs back to back under one scraper: a batch lasts about as long as a few scrapes, so a
+    // single one would hit or miss them by chance; the mean of several spans every phase.
     let start = Instant::now();
-    let status = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| Fail::Run(format!("cannot start {program}: {e}")))?;
-    let took = start.elapsed();
-    let scraped = pacer
-        .as_ref()
-        .map(|p| p.done.load(Ordering::Relaxed) - before.unwrap_or(0));
-    let late = pacer
-        .as_ref()
-        .map(|p| p.late.load(Ordering::Relaxed) - late_before.unwrap_or(0));
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let run = Instant::now();
+        let status = Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Fail::Run(format!("cannot start {program}: {e}")))?;
+        times.push(run.elapsed());
+        if !status.success() {
+            return Err(Fail::Run(format!("{program} failed: {status}")));
+        }
+    }
+    let span = start.elapsed().as_secs_f64();
+    let (scraped, late) = (count(|p| &p.done) - done0, count(|p| &p.late) - late0);
     if let Some(p) = pacer {
         p.finish()?;
     }
-    if !status.success() {
-        return Err(Fail::Run(format!("{program} failed: {status}")));
-    }
-    let secs = took.as_secs_f64();
+    let mean_us = times.iter().map(|t| t.as_secs_f64()).sum::<f64>() * 1e6 / runs as f64;
     println!(
-        "disrupt program={program} url={} rate={rate} batch_us={:.0} scrapes={} late={} achieved_per_s={:.1}",
+        "disrupt program={program} url={} rate={rate} runs={runs} batch_us={mean_us:.0} scrapes={scraped} late={late} achieved_per_s={:.1} {}",
         args.get("url").unwrap_or("none"),
-        secs * 1e6,
-        scraped.unwrap_or(0),
-        late.unwrap_or(0),
-        scraped.unwrap_or(0) as f64 / secs,
+        scraped as f64 / span,
+        stats(&mut times),
     );
     Ok(())
 }
