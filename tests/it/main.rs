@@ -10,4 +10,5 @@ mod deploy;
 mod linkstate;
 mod prometheus;
 mod serve;
+mod untrusted;
 mod util;
