@@ -3,7 +3,7 @@
 //! The kernel's rules, as node_exporter and procfs learned them: `class/net` holds symlinks into
 //! `devices/` (and regular files such as `bonding_masters`, which are not interfaces); an
 //! attribute the driver cannot answer reads EINVAL (`carrier`, `speed`, `duplex` on an interface
-//! that is not running), EOPNOTSUPP or ENODEV; an interface may vanish between `read_dir` and
+//! that is not running), EOPNOTSUPP or ENODEV; an interface may vanish between the listing and
 //! the read, giving ENOENT. Those mean "no sample". Anything else (a directory where a file
 //! should be, a value that does not parse, a path that would leave the root) is counted in
 //! [`Scan::errors`] and also gives no sample: a scrape degrades, it never fails whole. But a
