@@ -658,7 +658,71 @@ mod tests {
         assert_eq!(parse_speed(b"fast"), None);
     }
 
+    /// A `struct linux_dirent64` as the kernel lays it out, padded to 8 bytes.
+    fn dirent(d_type: u8, name: &[u8]) -> Vec<u8> {
+        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        let mut r = vec![0u8; reclen];
+        r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+        r[18] = d_type;
+        r[19..19 + name.len()].copy_from_slice(name);
+        r
+    }
+
+    #[test]
+    fn directory_entries() {
+        let mut records = [
+            dirent(4, b"."),
+            dirent(10, b"eth0"),
+            dirent(8, b"bonding_masters"),
+        ]
+        .concat();
+        records.extend(dirent(10, b"\xff\xfe-sixteen-bytes"));
+        let mut seen = Vec::new();
+        let mut rest = &records[..];
+        while let Some((d_type, name, tail)) = next_dirent(rest) {
+            seen.push((d_type, name.to_vec()));
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+        assert_eq!(
+            seen,
+            [
+                (4, b".".to_vec()),
+                (10, b"eth0".to_vec()),
+                (8, b"bonding_masters".to_vec()),
+                (10, b"\xff\xfe-sixteen-bytes".to_vec())
+            ]
+        );
+        // Cut short, a record length past the end, or a name without its NUL: no entry.
+        let one = dirent(10, b"eth0");
+        for bad in [&one[..18], &one[..one.len() - 1]] {
+            assert_eq!(next_dirent(bad), None);
+        }
+        let mut no_nul = one.clone();
+        no_nul[19..].fill(b'a');
+        assert_eq!(next_dirent(&no_nul), None);
+    }
+
     use crate::fuzz::Rng;
+
+    #[test]
+    fn fuzz_directory_entries_never_panic() {
+        let mut rng = Rng(0x5f5f_5eed_0000_0011);
+        for _ in 0..100_000 {
+            let mut records = dirent(10, b"eth0");
+            for _ in 0..rng.below(4) {
+                let at = rng.below(records.len());
+                records[at] = rng.next() as u8;
+            }
+            records.truncate(rng.below(records.len() + 1));
+            let mut rest = &records[..];
+            // Each entry consumes at least its header, so this ends.
+            while let Some((_, _, tail)) = next_dirent(rest) {
+                assert!(tail.len() < rest.len());
+                rest = tail;
+            }
+        }
+    }
 
     /// Values near what sysfs writes, and what a broken driver or a planted file might.
     fn attribute_value(rng: &mut Rng) -> Vec<u8> {
