@@ -58,6 +58,13 @@ fn main() -> ExitCode {
             &[("err", &e)],
         );
     }
+    // Before anything opens a descriptor: a scrape of many interfaces with many clients needs
+    // more than the usual soft limit of 1024. Refused (a system-call filter, or no hard limit
+    // above the soft one to use), the exporter still serves: a scrape that runs out of
+    // descriptors answers 503, never a partial 200.
+    if let Err(e) = sys::raise_nofile_limit() {
+        log::warn("cannot raise the open-file limit", &[("err", &e)]);
+    }
     let code = match masked
         .map_err(|e| format!("cannot block signals: {e}"))
         .and_then(|()| run(config))

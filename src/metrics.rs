@@ -315,7 +315,7 @@ fn optional(out: &mut impl Out, name: &str, iface: &Interface, value: Option<u64
 fn sample(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[u8])], value: u64) {
     out.put(name.as_bytes());
     out.put(b"{interface=\"");
-    push_escaped(out, &iface.name);
+    name_text(&iface.name, |piece| push_escaped(out, piece));
     for (label, v) in labels {
         out.put(b"\",");
         out.put(label.as_bytes());
@@ -325,6 +325,34 @@ fn sample(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[
     out.put(b"\"} ");
     push_u64(out, value);
     out.byte(b'\n');
+}
+
+/// Turns an interface name, which is bytes, into text, handing `piece` one valid UTF-8 slice
+/// after another. Two different names always give two different texts, so two interfaces never
+/// share a series:
+///
+/// - a name that is valid UTF-8 is used as it is;
+/// - otherwise its valid UTF-8 runs are copied, and each byte that is not part of valid UTF-8
+///   becomes `/xNN` (two lowercase hex digits).
+///
+/// Why this is injective: a directory entry never holds `/` (nor NUL), so a text with a `/`
+/// comes from a name that is not UTF-8, and a text without one is the name itself. Within an
+/// escaped text every `/` starts an escape, because the copied runs hold none, so reading it
+/// from left to right gives back each byte. `\xNN` would not do: `\` and `x` are legal in
+/// names, and `a\xff` is valid UTF-8 that would meet the escaped `a` + 0xFF.
+pub fn name_text(name: &[u8], mut piece: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for chunk in name.utf8_chunks() {
+        piece(chunk.valid().as_bytes());
+        for &b in chunk.invalid() {
+            piece(&[
+                b'/',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        }
+    }
 }
 
 /// Appends a label value escaped as both formats require (`\\`, `\"`, `\n`), with bytes that
@@ -380,6 +408,104 @@ mod tests {
         check_escape(b"caf\xc3\xa9", "caf\u{e9}");
         check_escape(b"bad\xff\xfename", "bad\u{fffd}\u{fffd}name");
         check_escape(b"tab\there", "tab\there");
+    }
+
+    #[track_caller]
+    fn check_name(input: &[u8], expected: &str) {
+        let mut out = Vec::new();
+        name_text(input, |piece| out.extend_from_slice(piece));
+        assert_eq!(String::from_utf8(out).as_deref(), Ok(expected));
+    }
+
+    #[test]
+    fn names() {
+        check_name(b"eth0", "eth0");
+        check_name(b"", "");
+        // The three names of issue 10, which all rendered as two U+FFFD.
+        check_name(b"\xff\xfe", "/xff/xfe");
+        check_name(b"\xff\xfd", "/xff/xfd");
+        check_name(b"\xef\xbf\xbd\xef\xbf\xbd", "\u{fffd}\u{fffd}");
+        // Backslashes and `x` are legal in names: valid names stay as they are.
+        check_name(b"\\xff", "\\xff");
+        check_name(b"x\\", "x\\");
+        check_name(b"\\xff\xff", "\\xff/xff");
+        check_name(b"\\\xff", "\\/xff");
+        check_name(b"xff\xff", "xff/xff");
+        // Truncated sequences, byte by byte.
+        check_name(b"\xe2\x82", "/xe2/x82");
+        check_name(b"a\xe2\x82b", "a/xe2/x82b");
+        check_name(b"\xe2\x82\xac", "\u{20ac}");
+        check_name(b"\xf0\x9f\x98", "/xf0/x9f/x98");
+        check_name(b"\xf0\x9f\x98\x80\xf0", "\u{1f600}/xf0");
+        // Overlong encodings, surrogates and code points past U+10FFFF are not UTF-8.
+        check_name(b"\xc0\xaf", "/xc0/xaf");
+        check_name(b"\xe0\x80\xaf", "/xe0/x80/xaf");
+        check_name(b"\xed\xa0\x80", "/xed/xa0/x80");
+        check_name(b"\xf4\x90\x80\x80", "/xf4/x90/x80/x80");
+        // Lone continuation bytes.
+        check_name(b"\x80", "/x80");
+        check_name(b"eth\xbf0", "eth/xbf0");
+        check_name(b"caf\xc3\xa9\xa9", "caf\u{e9}/xa9");
+        // Label escaping still applies to what the mapping gives.
+        let mut out = Vec::new();
+        name_text(b"a\"\\\xff", |piece| push_escaped(&mut out, piece));
+        assert_eq!(out, b"a\\\"\\\\/xff");
+    }
+
+    /// The inverse of [`name_text`], which only an injective mapping has: `/xNN` is a byte,
+    /// anything else is itself.
+    fn decode_name(text: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < text.len() {
+            if text[i] == b'/' {
+                let hex = text.get(i + 1..i + 4)?;
+                if hex[0] != b'x' || !hex[1..].iter().all(|b| b"0123456789abcdef".contains(b)) {
+                    return None;
+                }
+                let digits = std::str::from_utf8(&hex[1..]).ok()?;
+                out.push(u8::from_str_radix(digits, 16).ok()?);
+                i += 4;
+            } else {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn fuzz_names_are_injective() {
+        use crate::fuzz::Rng;
+        // Bytes that stress the scheme: escape look-alikes, hex digits, lead and continuation
+        // bytes, the pieces of U+FFFD. Never `/` or NUL, which no directory entry holds.
+        const PARTS: &[&[u8]] = &[
+            b"x", b"\\", b"f", b"e", b"0", b"a", b"\xef", b"\xbf", b"\xbd", b"\xff", b"\xfe",
+            b"\x80", b"\xc0", b"\xc3", b"\xe2", b"\xf0", b"\xf4", b"\xed", b"\xa0",
+        ];
+        let mut rng = Rng(0x5f5f_5eed_0000_0010);
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..200_000 {
+            let mut name = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                match rng.below(3) {
+                    0 => name.push((rng.next() as u8).max(1)),
+                    _ => name.extend_from_slice(rng.pick::<&[u8]>(PARTS)),
+                }
+            }
+            name.retain(|&b| b != b'/');
+            let mut text = Vec::new();
+            name_text(&name, |piece| text.extend_from_slice(piece));
+            let shown = || format!("{name:x?} -> {:?}", String::from_utf8_lossy(&text));
+            assert!(std::str::from_utf8(&text).is_ok(), "{}", shown());
+            if std::str::from_utf8(&name).is_ok() {
+                assert_eq!(text, name, "{}", shown());
+            }
+            assert_eq!(decode_name(&text).as_ref(), Some(&name), "{}", shown());
+            if let Some(other) = seen.insert(text.clone(), name.clone()) {
+                assert_eq!(other, name, "{}", shown());
+            }
+        }
     }
 
     #[test]

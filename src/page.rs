@@ -4,9 +4,12 @@
 //! No JavaScript and no external resources: the page works on a host with no internet, and a
 //! strict Content-Security-Policy costs nothing.
 //!
+//! Interface names are shown as on `/metrics` ([`name_text`]), so a name that is not UTF-8
+//! reads the same in both places and two names never look alike.
+//!
 //! Invariant: every value that came from sysfs is HTML-escaped before it is written.
 
-use crate::metrics::push_u64;
+use crate::metrics::{name_text, push_u64};
 use crate::model::{OperState, Scan};
 
 /// Seconds between refreshes: often enough to watch a link come back, rarely enough that an
@@ -46,7 +49,7 @@ pub fn render(scan: &Scan, telemetry_path: &str, out: &mut Vec<u8>) {
             out.extend_from_slice(b" admin-down");
         }
         out.extend_from_slice(b"\"><td>");
-        push_html(out, &i.name);
+        name_text(&i.name, |piece| push_html(out, piece));
         out.extend_from_slice(b"</td><td>");
         if oper == OperState::Other {
             push_html(out, &i.operstate);
@@ -155,5 +158,33 @@ mod tests {
         assert!(
             html.contains("<tr class=\"down admin-down\"><td>eth2</td><td>down</td><td>down</td>")
         );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_apart() {
+        let mut scan = Scan::default();
+        for name in [
+            &b"\xff\xfe"[..],
+            b"\xff\xfd",
+            b"\xef\xbf\xbd\xef\xbf\xbd",
+            b"<\xff>",
+        ] {
+            scan.interfaces.push(Interface {
+                name: name.to_vec(),
+                operstate: b"up".to_vec(),
+                ..Interface::default()
+            });
+        }
+        let mut out = Vec::new();
+        render(&scan, "/metrics", &mut out);
+        let html = String::from_utf8(out).unwrap_or_default();
+        for cell in [
+            "<td>/xff/xfe</td>",
+            "<td>/xff/xfd</td>",
+            "<td>\u{fffd}\u{fffd}</td>",
+            "<td>&lt;/xff&gt;</td>",
+        ] {
+            assert!(html.contains(cell), "{cell}\n{html}");
+        }
     }
 }

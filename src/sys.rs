@@ -1,5 +1,6 @@
-//! The crate's only `unsafe`: signal masks, sockets inherited from systemd, `openat` for
-//! sysfs attributes, and the effective user id: the libc calls std does not offer. Plus the systemd readiness message, which needs none.
+//! The crate's only `unsafe`: signal masks, sockets inherited from systemd, the descriptor
+//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, and the effective user
+//! id: the libc calls std does not offer. Plus the systemd readiness message, which needs none.
 //!
 //! Declarations are written by hand against the Linux ABI (the same on glibc and musl, x86_64
 //! and aarch64) because the project takes no dependency but lexopt.
@@ -10,9 +11,10 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
+use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_long, c_void};
 
 const SIG_BLOCK: c_int = 0;
 const EINTR: c_int = 4;
@@ -20,12 +22,77 @@ const F_GETFD: c_int = 1;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
 const SOL_SOCKET: c_int = 1;
-/// `O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY`, the same on x86_64 and aarch64.
-/// Non-blocking: sysfs ignores it, and it keeps a FIFO planted in a fixture tree from blocking
-/// a scrape forever.
-const OPEN_ATTR_FLAGS: c_int = 0o2000000 | 0o4000 | 0o400;
-/// `O_PATH | O_CLOEXEC`, the same on x86_64 and aarch64.
-const OPEN_PATH_FLAGS: c_int = 0o10000000 | 0o2000000;
+const O_CLOEXEC: c_int = 0o2000000;
+const O_PATH: c_int = 0o10000000;
+// arm64 moved these two (arch/arm64/include/uapi/asm/fcntl.h); x86_64 uses asm-generic's.
+#[cfg(target_arch = "x86_64")]
+const O_DIRECTORY: c_int = 0o200000;
+#[cfg(target_arch = "x86_64")]
+const O_NOFOLLOW: c_int = 0o400000;
+#[cfg(target_arch = "aarch64")]
+const O_DIRECTORY: c_int = 0o40000;
+#[cfg(target_arch = "aarch64")]
+const O_NOFOLLOW: c_int = 0o100000;
+/// `getdents64`: 217 on x86_64, 61 on aarch64 (asm-generic's table).
+#[cfg(target_arch = "x86_64")]
+const SYS_GETDENTS64: c_long = 217;
+#[cfg(target_arch = "aarch64")]
+const SYS_GETDENTS64: c_long = 61;
+/// `openat2` came after the tables were unified: 437 everywhere.
+const SYS_OPENAT2: c_long = 437;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+const ENAMETOOLONG: i32 = 36;
+/// `RLIMIT_NOFILE` is 7 on x86_64 and aarch64 (asm-generic's numbering).
+const RLIMIT_NOFILE: c_int = 7;
+
+/// How a sysfs file is opened. Every kind is close-on-exec.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// A directory as a path only (`O_PATH`): a handle to open relative to, which needs no
+    /// read permission and allocates nothing in sysfs.
+    Path,
+    /// A directory to list with [`getdents`].
+    List,
+    /// An attribute to read: read-only and non-blocking. sysfs ignores `O_NONBLOCK`, and it
+    /// keeps a FIFO planted in a fixture tree from blocking a scrape forever.
+    Attr,
+}
+
+impl Open {
+    fn flags(self) -> c_int {
+        // O_RDONLY is 0; O_NOCTTY (0o400) and O_NONBLOCK (0o4000) are the same on both arches.
+        match self {
+            Open::Path => O_PATH | O_DIRECTORY | O_CLOEXEC,
+            Open::List => O_DIRECTORY | O_CLOEXEC,
+            Open::Attr => O_CLOEXEC | 0o4000 | 0o400,
+        }
+    }
+}
+
+/// Which symlinks an [`openat2`] may follow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Symlinks that stay beneath the directory; `..` may not climb out of it (`EXDEV`).
+    Beneath,
+    /// No symlinks at all (`ELOOP`), and nothing outside the directory.
+    BeneathNoSymlinks,
+}
+
+/// `struct open_how` (include/uapi/linux/openat2.h): three u64, 24 bytes on every arch.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `struct rlimit`: two `rlim_t`, which is 64 bits on both arches.
+#[repr(C)]
+struct RLimit {
+    cur: u64,
+    max: u64,
+}
 const SO_ACCEPTCONN: c_int = 30;
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: c_int = 3;
@@ -44,6 +111,10 @@ extern "C" {
     fn geteuid() -> u32;
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     fn openat(dirfd: c_int, path: *const c_char, flags: c_int, ...) -> c_int;
+    fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: usize) -> isize;
+    fn syscall(number: c_long, ...) -> c_long;
+    fn getrlimit(resource: c_int, rlim: *mut RLimit) -> c_int;
+    fn setrlimit(resource: c_int, rlim: *const RLimit) -> c_int;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut u32)
         -> c_int;
 }
@@ -145,27 +216,123 @@ pub fn wait_for_signal() -> std::io::Result<Signal> {
     }
 }
 
-/// Opens `name` relative to the directory `dir` for reading, non-blocking and close-on-exec.
-/// std has no `openat`; it lets a scrape open each attribute with a one-component lookup.
-pub fn open_at(dir: &File, name: &CStr) -> std::io::Result<File> {
-    open_with(dir, name, OPEN_ATTR_FLAGS)
+/// Opens the directory `path` as a path only ([`Open::Path`]), to open things relative to.
+pub fn open_dir(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_PATH | O_DIRECTORY)
+        .open(path)
 }
 
-/// Opens the directory `name` relative to `dir` as a path only (`O_PATH`), close-on-exec: a
-/// handle for [`open_at`] that needs no read permission and allocates nothing in sysfs.
-pub fn open_dir_at(dir: &File, name: &CStr) -> std::io::Result<File> {
-    open_with(dir, name, OPEN_PATH_FLAGS)
-}
-
-fn open_with(dir: &File, name: &CStr, flags: c_int) -> std::io::Result<File> {
-    // SAFETY: `dir` is an open descriptor for the duration of the call and `name` is
+/// Opens `path` relative to the directory `dir` with `openat`, as `how` says, plus
+/// `O_NOFOLLOW` when `nofollow` is set (a symlink then fails with `ELOOP`, or with `ENOTDIR`
+/// for [`Open::Path`], which would otherwise open the link itself).
+pub fn open_at(dir: &File, path: &CStr, how: Open, nofollow: bool) -> io::Result<File> {
+    let flags = how.flags() | if nofollow { O_NOFOLLOW } else { 0 };
+    // SAFETY: `dir` is an open descriptor for the duration of the call and `path` is
     // NUL-terminated; openat does not keep either pointer.
-    let fd = unsafe { openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    let fd = unsafe { openat(dir.as_raw_fd(), path.as_ptr(), flags) };
+    owned(fd as c_long)
+}
+
+/// Opens `path` relative to `dir` with `openat2` (Linux >= 5.6), the kernel enforcing
+/// `resolve`. `ENOSYS` where the kernel or a system-call filter lacks it.
+pub fn openat2(dir: &File, path: &CStr, how: Open, resolve: Resolve) -> io::Result<File> {
+    let open_how = OpenHow {
+        flags: how.flags() as u64,
+        mode: 0,
+        resolve: match resolve {
+            Resolve::Beneath => RESOLVE_BENEATH,
+            Resolve::BeneathNoSymlinks => RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+        },
+    };
+    // SAFETY: `dir` is open for the call, `path` is NUL-terminated, and `open_how` is a valid
+    // `struct open_how` whose size is passed with it; the kernel keeps no pointer.
+    let rc = unsafe {
+        syscall(
+            SYS_OPENAT2,
+            dir.as_raw_fd() as c_long,
+            path.as_ptr(),
+            &open_how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    owned(rc)
+}
+
+/// Takes ownership of a descriptor a call just returned, or its errno.
+fn owned(fd: c_long) -> io::Result<File> {
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(io::Error::last_os_error());
     }
-    // SAFETY: openat just returned this descriptor to us and nothing else refers to it.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    // SAFETY: the kernel just returned this descriptor to us and nothing else refers to it.
+    Ok(unsafe { File::from_raw_fd(fd as c_int) })
+}
+
+/// Reads the target of the symlink `path` relative to `dir` into `buf`, returning its length.
+/// `EINVAL` when `path` is not a symlink; `ENAMETOOLONG` when the target fills `buf`, since it
+/// may then be cut short.
+pub fn read_link_at(dir: &File, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `path` is NUL-terminated;
+    // readlinkat writes at most that many bytes and keeps no pointer.
+    let n = unsafe {
+        readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(ENAMETOOLONG));
+    }
+    Ok(n)
+}
+
+/// Reads the next directory entries of `dir` (opened with [`Open::List`]) into `buf` as
+/// `struct linux_dirent64` records, returning how many bytes were filled; 0 at the end.
+pub fn getdents(dir: &File, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the kernel writes no more and
+    // keeps no pointer.
+    let n = unsafe {
+        syscall(
+            SYS_GETDENTS64,
+            dir.as_raw_fd() as c_long,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as Go programs do at start:
+/// systemd and most shells leave the soft one at 1024, which a scrape of many interfaces with
+/// many clients can use up. Returns the limits before and after when it raised them, `None`
+/// when there was nothing to raise.
+pub fn raise_nofile_limit() -> io::Result<Option<(u64, u64)>> {
+    let mut lim = RLimit { cur: 0, max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`.
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.cur >= lim.max {
+        return Ok(None);
+    }
+    let old = lim.cur;
+    lim.cur = lim.max;
+    // SAFETY: `lim` is a valid `struct rlimit`; setrlimit only reads it.
+    if unsafe { setrlimit(RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some((old, lim.cur)))
 }
 
 pub fn is_root() -> bool {

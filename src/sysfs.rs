@@ -3,37 +3,79 @@
 //! The kernel's rules, as node_exporter and procfs learned them: `class/net` holds symlinks into
 //! `devices/` (and regular files such as `bonding_masters`, which are not interfaces); an
 //! attribute the driver cannot answer reads EINVAL (`carrier`, `speed`, `duplex` on an interface
-//! that is not running), EOPNOTSUPP or ENODEV; an interface may vanish between `read_dir` and
+//! that is not running), EOPNOTSUPP or ENODEV; an interface may vanish between the listing and
 //! the read, giving ENOENT. Those mean "no sample". Anything else (a directory where a file
-//! should be, a value that does not parse) is counted in [`Scan::errors`] and also gives no
-//! sample: a scrape degrades, it never fails whole.
+//! should be, a value that does not parse, a path that would leave the root) is counted in
+//! [`Scan::errors`] and also gives no sample: a scrape degrades, it never fails whole. But a
+//! resource failure (EMFILE, ENFILE, ENOMEM, ENOBUFS) anywhere, or a listing cut short, fails
+//! the scan with [`ScanError`]: the exporter could not look, which says nothing about the host.
 //!
-//! Invariant: never reads outside its root, never panics on any file content, and never blocks
-//! on a file that is not a sysfs attribute (attributes are opened non-blocking).
+//! Every open stays beneath the root. The root is opened once per scan; `class/net` and each
+//! `class/net/<name>` are opened relative to it with `openat2(RESOLVE_BENEATH)`, so the kernel
+//! follows `class/net/eth0 -> ../../devices/virtual/net/eth0` but refuses any symlink or `..`
+//! that leads out (EXDEV). Attributes are opened relative to the interface directory with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: an attribute is never followed as a symlink (ELOOP).
+//! Where `openat2` is missing (Linux < 5.6, or a system-call filter) [`walk`] resolves the same
+//! paths one component at a time.
+//!
+//! Invariant: never opens anything outside its root, never panics on any file content, and
+//! never blocks on a file that is not a sysfs attribute (attributes are opened non-blocking).
 
 use std::ffi::{CStr, OsStr};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::model::{Interface, OperState, Options, Scan, ScanError};
-use crate::sys;
+use crate::sys::{self, Open, Resolve};
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
-/// attribute is never longer; a fixture file that is gets refused rather than truncated.
+/// attribute is never longer; a fixture file that is gets refused rather than truncated. The
+/// same buffer takes `class/net`'s directory entries, a hundred or so per `getdents64`.
 const ATTR_BUF: usize = 4096;
 
-/// `O_PATH` on Linux (the same value on x86_64 and aarch64).
-const O_PATH: i32 = 0o10000000;
+/// Times an `openat2` that met a concurrent rename (EAGAIN: the kernel could not prove a `..`
+/// stayed beneath the root) is retried before [`walk`] resolves the path instead. Renames
+/// anywhere on the host cause it, so it happens, but rarely twice in a row.
+const BENEATH_RETRIES: usize = 3;
 
-/// Linux errno values that mean "the kernel has no value for this", not a fault.
+/// The most symlinks one [`walk`] follows: the kernel's own limit (MAXSYMLINKS), past which it
+/// answers ELOOP too. A kernel-shaped lookup follows one.
+const MAX_SYMLINKS: u32 = 40;
+
+/// The longest symlink target [`walk`] reads: PATH_MAX, the most the kernel stores.
+const LINK_BUF: usize = 4096;
+
+/// Where interfaces are listed, relative to the root; each name is appended to it.
+const CLASS_NET: &[u8] = b"class/net/";
+
+/// `d_type` of a regular file in a directory entry.
+const DT_REG: u8 = 8;
+
+/// Linux errno values, the same on x86_64 and aarch64 (asm-generic's numbering).
+const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
+const EAGAIN: i32 = 11;
+const ENOMEM: i32 = 12;
+const EXDEV: i32 = 18;
 const ENODEV: i32 = 19;
+const ENOTDIR: i32 = 20;
 const EINVAL: i32 = 22;
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+const ENOSYS: i32 = 38;
+const ELOOP: i32 = 40;
 const EOPNOTSUPP: i32 = 95;
+const ENOBUFS: i32 = 105;
+
+/// What this process learned of `openat2`: asked once, then remembered.
+static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
+const OPENAT2_UNKNOWN: u8 = 0;
+const OPENAT2_WORKS: u8 = 1;
+const OPENAT2_REFUSED: u8 = 2;
 
 /// The counters read with `--collector.statistics`, in this order.
 pub const STATISTICS: [&CStr; 8] = [
@@ -85,99 +127,113 @@ pub fn check_root(root: &Path) -> Result<(), Error> {
 
 /// Reads interfaces under one sysfs root, reusing its buffers from scan to scan.
 pub struct Reader {
+    root: PathBuf,
+    /// `root/class/net`, only to name it in errors and log lines.
     class_net: PathBuf,
     buf: Box<[u8; ATTR_BUF]>,
-    names: Vec<Vec<u8>>,
+    /// `class/net/<name>\0` for each entry of the last listing that may be an interface.
+    paths: Vec<Vec<u8>>,
 }
 
 impl Reader {
     pub fn new(root: &Path) -> Reader {
         Reader {
+            root: root.to_path_buf(),
             class_net: root.join("class/net"),
             buf: Box::new([0; ATTR_BUF]),
-            names: Vec::new(),
+            paths: Vec::new(),
         }
     }
 
-    /// Reads every interface under the root into `scan`. An error means the listing itself
-    /// failed, so the scan cannot stand for the host.
+    /// Reads every interface under the root into `scan`. An error means the scan could not
+    /// see every interface (the listing failed, or a resource ran out), so it cannot stand
+    /// for the host.
     pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         scan.begin();
-        self.list(opts, scan)?;
-        // Interface directories are opened relative to class/net, one path component each.
-        let class_net = OpenOptions::new()
-            .read(true)
-            .custom_flags(O_PATH)
-            .open(&self.class_net)
-            .map_err(|err| ScanError {
-                what: "cannot open",
-                subject: self.class_net.display().to_string(),
-                err,
-            })?;
-        let names = std::mem::take(&mut self.names);
-        for name in &names {
+        // The root is opened afresh on each scan, so that an unmounted and remounted
+        // /host/sys is seen as it is now, not through a descriptor of the old mount.
+        let root = self.list(opts)?;
+        let paths = std::mem::take(&mut self.paths);
+        let mut result = Ok(());
+        for path in &paths {
             let mut iface = scan.take_spare();
-            if self.read_interface(&class_net, name, opts, &mut iface, &mut scan.errors) {
-                scan.interfaces.push(iface);
-            } else {
-                scan.give_back(iface);
+            match self.read_interface(&root, path, opts, &mut iface, &mut scan.errors) {
+                Ok(true) => scan.interfaces.push(iface),
+                Ok(false) => scan.give_back(iface),
+                Err(e) => {
+                    scan.give_back(iface);
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        self.names = names;
+        self.paths = paths;
+        result?;
         scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(())
     }
 
-    /// Fills `self.names` with the entries of `class/net` that may be interfaces.
-    fn list(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
-        let mut count = 0;
-        let dir = fs::read_dir(&self.class_net).map_err(|err| ScanError {
+    /// Fills `self.paths` with the entries of `class/net` that may be interfaces, and returns
+    /// the root they are relative to.
+    fn list(&mut self, opts: &Options) -> Result<File, ScanError> {
+        let failed = |err| ScanError {
             what: "cannot list interfaces in",
             subject: self.class_net.display().to_string(),
             err,
-        })?;
-        for entry in dir {
-            let Ok(entry) = entry else {
-                scan.errors += 1;
-                continue;
-            };
-            // Interfaces are symlinks (directories in some container runtimes' copies);
-            // regular files such as `bonding_masters` are not. `d_type` costs no syscall.
-            if entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
+        };
+        let root = sys::open_dir(&self.root).map_err(failed)?;
+        let dir =
+            open_beneath(&root, c"class/net", Open::List, Resolve::Beneath).map_err(failed)?;
+        let mut count = 0;
+        loop {
+            let n = sys::getdents(&dir, &mut self.buf[..]).map_err(failed)?;
+            if n == 0 {
+                break;
             }
-            let name = entry.file_name();
-            let name = name.as_bytes();
-            if !opts.wants(name) {
-                continue;
+            let mut records = &self.buf[..n];
+            while !records.is_empty() {
+                let Some((d_type, name, rest)) = next_dirent(records) else {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "malformed directory entry",
+                    )));
+                };
+                records = rest;
+                // Interfaces are symlinks (directories in some container runtimes' copies);
+                // regular files such as `bonding_masters` are not. `d_type` costs no syscall.
+                if d_type == DT_REG || name == b"." || name == b".." || !opts.wants(name) {
+                    continue;
+                }
+                if count == self.paths.len() {
+                    self.paths.push(Vec::new());
+                }
+                // Kept NUL-terminated for openat2; a name from getdents holds no NUL or `/`.
+                let slot = &mut self.paths[count];
+                slot.clear();
+                slot.extend_from_slice(CLASS_NET);
+                slot.extend_from_slice(name);
+                slot.push(0);
+                count += 1;
             }
-            if count == self.names.len() {
-                self.names.push(Vec::new());
-            }
-            // Kept NUL-terminated for openat; a name from readdir holds no NUL.
-            let slot = &mut self.names[count];
-            slot.clear();
-            slot.extend_from_slice(name);
-            slot.push(0);
-            count += 1;
         }
-        self.names.truncate(count);
-        Ok(())
+        self.paths.truncate(count);
+        Ok(root)
     }
 
-    /// Reads one interface; false when it is to be left out (gone, or no readable operstate).
+    /// Reads one interface; false when it is to be left out (gone, escaping the root, or no
+    /// readable operstate).
     fn read_interface(
         &mut self,
-        class_net: &File,
-        name_nul: &[u8],
+        root: &File,
+        path_nul: &[u8],
         opts: &Options,
         iface: &mut Interface,
         errors: &mut u64,
-    ) -> bool {
-        let Ok(name_c) = CStr::from_bytes_with_nul(name_nul) else {
-            return false;
+    ) -> Result<bool, ScanError> {
+        let Ok(path) = CStr::from_bytes_with_nul(path_nul) else {
+            return Ok(false);
         };
-        let name = name_c.to_bytes();
+        let name = path.to_bytes().get(CLASS_NET.len()..).unwrap_or_default();
         iface.name.clear();
         iface.name.extend_from_slice(name);
         let place = Place {
@@ -187,11 +243,11 @@ impl Reader {
         // The directory is opened once (O_PATH: no read access needed, nothing allocated in
         // sysfs) and every attribute relative to it, which spares the kernel walking the
         // whole path and the class/net symlink eleven times.
-        let dir = match sys::open_dir_at(class_net, name_c) {
+        let dir = match open_beneath(root, path, Open::Path, Resolve::Beneath) {
             Ok(dir) => dir,
             Err(err) => {
-                place.fail(None, &err, errors);
-                return false;
+                place.fail(None, err, errors)?;
+                return Ok(false);
             }
         };
         let mut r = AttrReader {
@@ -199,9 +255,10 @@ impl Reader {
             buf: &mut self.buf,
             place,
             errors,
+            fatal: None,
         };
         let Some(operstate) = r.attr(c"operstate") else {
-            return false;
+            return r.fatal.map_or(Ok(false), Err);
         };
         set_text(&mut iface.operstate, operstate);
         if OperState::parse(&iface.operstate) == OperState::Other {
@@ -241,7 +298,132 @@ impl Reader {
         } else {
             None
         };
-        true
+        r.fatal.map_or(Ok(true), Err)
+    }
+}
+
+/// Splits the first `struct linux_dirent64` off `records`: its `d_type`, its name, and the
+/// records after it. The layout is the kernel's: `d_reclen` (u16) at byte 16, `d_type` at 18,
+/// the NUL-terminated name from 19.
+fn next_dirent(records: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let reclen = usize::from(u16::from_ne_bytes([*records.get(16)?, *records.get(17)?]));
+    let d_type = *records.get(18)?;
+    let name_area = records.get(19..reclen)?;
+    let name = name_area.get(..name_area.iter().position(|&b| b == 0)?)?;
+    Some((d_type, name, records.get(reclen..)?))
+}
+
+/// Opens `path` relative to `dir` without leaving `dir`: with `openat2` where the kernel has
+/// it, else with [`walk`]. `Resolve::Beneath` follows symlinks that stay beneath `dir`;
+/// `Resolve::BeneathNoSymlinks` follows none.
+fn open_beneath(dir: &File, path: &CStr, how: Open, resolve: Resolve) -> io::Result<File> {
+    let state = OPENAT2.load(Ordering::Relaxed);
+    if state != OPENAT2_REFUSED {
+        for _ in 0..=BENEATH_RETRIES {
+            match sys::openat2(dir, path, how, resolve) {
+                Ok(file) => {
+                    if state == OPENAT2_UNKNOWN {
+                        OPENAT2.store(OPENAT2_WORKS, Ordering::Relaxed);
+                    }
+                    return Ok(file);
+                }
+                Err(err) => match err.raw_os_error() {
+                    Some(EAGAIN) => continue,
+                    // A kernel before 5.6, or a filter that does not know the call (Docker's
+                    // default answers ENOSYS, systemd's SystemCallErrorNumber= often EPERM).
+                    // EPERM only counts before openat2 ever worked: after that it is the
+                    // file's own answer.
+                    Some(ENOSYS) => {
+                        OPENAT2.store(OPENAT2_REFUSED, Ordering::Relaxed);
+                        break;
+                    }
+                    Some(EPERM) if state == OPENAT2_UNKNOWN => {
+                        OPENAT2.store(OPENAT2_REFUSED, Ordering::Relaxed);
+                        break;
+                    }
+                    _ => return Err(err),
+                },
+            }
+        }
+    }
+    walk(dir, path.to_bytes(), how, resolve == Resolve::Beneath)
+}
+
+/// Resolves `path` relative to `base` one component at a time, for kernels without
+/// `openat2`: each component is opened with `O_NOFOLLOW` relative to the last, a symlink is
+/// read with `readlinkat` and followed only when `follow` is set, and only if its target is
+/// relative and no `..` climbs above `base` (EXDEV otherwise, as `openat2` answers); at most
+/// [`MAX_SYMLINKS`] links are followed (ELOOP).
+///
+/// Unlike `openat2`, this cannot notice a directory being renamed out of `base` while the
+/// walk is inside it; only the kernel can close that race.
+fn walk(base: &File, path: &[u8], how: Open, follow: bool) -> io::Result<File> {
+    // Components still to resolve, the next one last.
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    push_components(&mut pending, path);
+    let mut cur: Option<File> = None;
+    let mut depth = 0usize;
+    let mut links = 0;
+    // Whether `cur` was opened the way the caller asked, or only as a path on the way.
+    let mut done = false;
+    let mut target = [0u8; LINK_BUF];
+    while let Some(mut component) = pending.pop() {
+        done = false;
+        let at = cur.as_ref().unwrap_or(base);
+        if component == b".." {
+            if depth == 0 {
+                return Err(io::Error::from_raw_os_error(EXDEV));
+            }
+            depth -= 1;
+            cur = match depth {
+                0 => None,
+                _ => Some(sys::open_at(at, c"..", Open::Path, true)?),
+            };
+            continue;
+        }
+        let last = pending.is_empty();
+        component.push(0);
+        let name = CStr::from_bytes_with_nul(&component)
+            .map_err(|_| io::Error::from_raw_os_error(ENOENT))?;
+        match sys::open_at(at, name, if last { how } else { Open::Path }, true) {
+            Ok(file) => {
+                cur = Some(file);
+                depth += 1;
+                done = last;
+            }
+            // O_NOFOLLOW meeting a symlink: ELOOP, or ENOTDIR where O_DIRECTORY is asked.
+            Err(err) if follow && matches!(err.raw_os_error(), Some(ENOTDIR | ELOOP)) => {
+                let n = match sys::read_link_at(at, name, &mut target) {
+                    Ok(n) => n,
+                    Err(e) if e.raw_os_error() == Some(EINVAL) => return Err(err),
+                    Err(e) => return Err(e),
+                };
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(ELOOP));
+                }
+                if target.first() == Some(&b'/') {
+                    return Err(io::Error::from_raw_os_error(EXDEV));
+                }
+                push_components(&mut pending, &target[..n]);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    match cur {
+        Some(file) if done => Ok(file),
+        // The path ended at `base` itself or on a `..`: open that directory as asked.
+        _ => sys::open_at(cur.as_ref().unwrap_or(base), c".", how, true),
+    }
+}
+
+/// Pushes the components of `path` onto `pending` so that the first is popped first; empty
+/// and `.` components are dropped.
+fn push_components(pending: &mut Vec<Vec<u8>>, path: &[u8]) {
+    for component in path.rsplit(|&b| b == b'/') {
+        if !component.is_empty() && component != b"." {
+            pending.push(component.to_vec());
+        }
     }
 }
 
@@ -262,18 +444,27 @@ impl Place<'_> {
         path
     }
 
-    /// Counts and logs a failed read unless the kernel meant "no value".
-    fn fail(self, attr: Option<&CStr>, err: &io::Error, errors: &mut u64) {
-        if is_expected(err) {
-            return;
+    /// Sorts a failed open or read: a resource failure fails the scan; "no value" is nothing;
+    /// anything else is counted and logged.
+    fn fail(self, attr: Option<&CStr>, err: io::Error, errors: &mut u64) -> Result<(), ScanError> {
+        if is_resource(&err) {
+            return Err(ScanError {
+                what: "cannot read",
+                subject: self.path(attr).display().to_string(),
+                err,
+            });
+        }
+        if is_expected(&err) {
+            return Ok(());
         }
         *errors += 1;
         if crate::log::enabled(crate::log::Level::Debug) {
             crate::log::debug(
                 "attribute read failed",
-                &[("path", &self.path(attr).display()), ("err", err)],
+                &[("path", &self.path(attr).display()), ("err", &err)],
             );
         }
+        Ok(())
     }
 }
 
@@ -283,26 +474,35 @@ struct AttrReader<'a> {
     buf: &'a mut [u8; ATTR_BUF],
     place: Place<'a>,
     errors: &'a mut u64,
+    /// A resource failure, after which nothing more is read: the scan is lost.
+    fatal: Option<ScanError>,
 }
 
 impl AttrReader<'_> {
-    /// One `openat`, one `read`, one `close`: a sysfs attribute hands over its whole value in
+    /// One `openat2`, one `read`, one `close`: a sysfs attribute hands over its whole value in
     /// the first read. `None` when there is no value.
     fn attr(&mut self, attr: &CStr) -> Option<&[u8]> {
-        let result = sys::open_at(self.dir, attr).and_then(|mut file| {
-            let n = file.read(&mut self.buf[..])?;
-            if n == ATTR_BUF {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "attribute longer than a page",
-                ));
-            }
-            Ok(n)
-        });
+        if self.fatal.is_some() {
+            return None;
+        }
+        let result = open_beneath(self.dir, attr, Open::Attr, Resolve::BeneathNoSymlinks).and_then(
+            |mut file| {
+                let n = file.read(&mut self.buf[..])?;
+                if n == ATTR_BUF {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "attribute longer than a page",
+                    ));
+                }
+                Ok(n)
+            },
+        );
         match result {
             Ok(n) => Some(&self.buf[..n]),
             Err(err) => {
-                self.place.fail(Some(attr), &err, self.errors);
+                if let Err(e) = self.place.fail(Some(attr), err, self.errors) {
+                    self.fatal = Some(e);
+                }
                 None
             }
         }
@@ -335,6 +535,11 @@ fn is_expected(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(ENOENT | ENODEV | EINVAL | EOPNOTSUPP)
     )
+}
+
+/// The scan ran out of something; the file itself may be fine.
+fn is_resource(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS))
 }
 
 fn trim_newline(s: &[u8]) -> &[u8] {
@@ -453,7 +658,71 @@ mod tests {
         assert_eq!(parse_speed(b"fast"), None);
     }
 
+    /// A `struct linux_dirent64` as the kernel lays it out, padded to 8 bytes.
+    fn dirent(d_type: u8, name: &[u8]) -> Vec<u8> {
+        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        let mut r = vec![0u8; reclen];
+        r[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
+        r[18] = d_type;
+        r[19..19 + name.len()].copy_from_slice(name);
+        r
+    }
+
+    #[test]
+    fn directory_entries() {
+        let mut records = [
+            dirent(4, b"."),
+            dirent(10, b"eth0"),
+            dirent(8, b"bonding_masters"),
+        ]
+        .concat();
+        records.extend(dirent(10, b"\xff\xfe-sixteen-bytes"));
+        let mut seen = Vec::new();
+        let mut rest = &records[..];
+        while let Some((d_type, name, tail)) = next_dirent(rest) {
+            seen.push((d_type, name.to_vec()));
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+        assert_eq!(
+            seen,
+            [
+                (4, b".".to_vec()),
+                (10, b"eth0".to_vec()),
+                (8, b"bonding_masters".to_vec()),
+                (10, b"\xff\xfe-sixteen-bytes".to_vec())
+            ]
+        );
+        // Cut short, a record length past the end, or a name without its NUL: no entry.
+        let one = dirent(10, b"eth0");
+        for bad in [&one[..18], &one[..one.len() - 1]] {
+            assert_eq!(next_dirent(bad), None);
+        }
+        let mut no_nul = one.clone();
+        no_nul[19..].fill(b'a');
+        assert_eq!(next_dirent(&no_nul), None);
+    }
+
     use crate::fuzz::Rng;
+
+    #[test]
+    fn fuzz_directory_entries_never_panic() {
+        let mut rng = Rng(0x5f5f_5eed_0000_0011);
+        for _ in 0..100_000 {
+            let mut records = dirent(10, b"eth0");
+            for _ in 0..rng.below(4) {
+                let at = rng.below(records.len());
+                records[at] = rng.next() as u8;
+            }
+            records.truncate(rng.below(records.len() + 1));
+            let mut rest = &records[..];
+            // Each entry consumes at least its header, so this ends.
+            while let Some((_, _, tail)) = next_dirent(rest) {
+                assert!(tail.len() < rest.len());
+                rest = tail;
+            }
+        }
+    }
 
     /// Values near what sysfs writes, and what a broken driver or a planted file might.
     fn attribute_value(rng: &mut Rng) -> Vec<u8> {

@@ -1301,7 +1301,8 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
     let root = root.to_str().ok_or("non-UTF-8 temp dir")?;
     let mut under_root = 0;
     let mut outside = Vec::new();
-    // Attributes are opened relative to their interface directory's descriptor: remember which
+    // The root is opened by its path, `class/net` and interface directories relative to the
+    // root's descriptor, attributes relative to their interface directory's: remember which
     // descriptors name a directory under the root (strace prints each call's result).
     let mut dirs_under_root: std::collections::HashSet<String> = Default::default();
     for call in calls
@@ -1310,12 +1311,19 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
     {
         let relative_to = call
             .strip_prefix("openat(")
+            .or_else(|| call.strip_prefix("openat2("))
             .filter(|c| !c.starts_with("AT_FDCWD, "))
             .and_then(|c| c.split(',').next());
         if let Some(fd) = relative_to {
             let name = traced_path(call).ok_or_else(|| format!("no path in {call}"))?;
             let stays_inside = !name.starts_with('/') && !name.split('/').any(|c| c == "..");
-            if dirs_under_root.contains(fd) && stays_inside {
+            // A symlink inside may still point out: only the kernel can keep a lookup beneath
+            // the descriptor (openat2 with RESOLVE_BENEATH), and an attribute, which is never
+            // a symlink in sysfs, is opened following none.
+            let kernel_enforced = call.starts_with("openat2(")
+                && call.contains("RESOLVE_BENEATH")
+                && (name.starts_with("class/net") || call.contains("RESOLVE_NO_SYMLINKS"));
+            if dirs_under_root.contains(fd) && stays_inside && kernel_enforced {
                 under_root += 1;
                 let result = call.rsplit(" = ").next().unwrap_or("");
                 dirs_under_root.insert(result.split_whitespace().next().unwrap_or("").to_owned());
@@ -1330,7 +1338,7 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
         }
         let path = traced_path(call).ok_or_else(|| format!("no path in {call}"))?;
         let result = call.rsplit(" = ").next().unwrap_or("");
-        if path.starts_with(&format!("{root}/")) {
+        if path == root || path.starts_with(&format!("{root}/")) {
             dirs_under_root.insert(result.split_whitespace().next().unwrap_or("").to_owned());
             under_root += 1;
             // Attributes are opened read-only and non-blocking; nothing is created or written.

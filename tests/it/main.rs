@@ -12,4 +12,5 @@ mod linkstate;
 mod process;
 mod prometheus;
 mod serve;
+mod untrusted;
 mod util;
