@@ -177,6 +177,7 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
     };
     let (mut before, mut on_sysfs, mut after) = (Scan::default(), Scan::default(), Scan::default());
     let mut last_mismatch = None;
+    let mut confirmed: Option<Vec<Interface>> = None;
     let root_name = root.display().to_string();
     for attempt in 0..MAX_CHECKS {
         if attempt > 0 {
@@ -193,13 +194,27 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
             return chosen(Kind::Sysfs, format!("the check failed: {e}"), true);
         }
         let verdict = compare(&mut before, &mut on_sysfs, &mut after);
+        if !matches!(verdict, Verdict::Same(_)) {
+            confirmed = None;
+        }
         match verdict {
             Verdict::Same(n) => {
-                return chosen(
-                    Kind::Netlink,
-                    format!("a netlink dump matches {root_name}/class/net ({n} interfaces)"),
-                    false,
-                )
+                // Two checks in a row, a pause apart, with the same interfaces: a set that
+                // stood still only for the few milliseconds of one check proves little on a
+                // host where interfaces come and go.
+                if confirmed
+                    .as_ref()
+                    .is_some_and(|c| same_ids(c, &before.interfaces))
+                {
+                    return chosen(
+                        Kind::Netlink,
+                        format!("a netlink dump matches {root_name}/class/net ({n} interfaces)"),
+                        false,
+                    );
+                }
+                confirmed = Some(std::mem::take(&mut after.interfaces));
+                last_mismatch = None;
+                continue;
             }
             Verdict::LoOnly => {
                 let reason = format!(
@@ -212,7 +227,9 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
                 };
                 return chosen(kind, reason, false);
             }
-            Verdict::Churn => last_mismatch = None,
+            Verdict::Churn => {
+                last_mismatch = None;
+            }
             Verdict::Mismatch(why) => {
                 // Twice the same way with steady dumps is no accident of timing.
                 if last_mismatch.is_some() {

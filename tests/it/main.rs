@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod deploy;
 mod linkstate;
+mod netlink;
 mod prometheus;
 mod serve;
 mod util;
