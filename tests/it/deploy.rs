@@ -468,6 +468,13 @@ fn systemd_units_verify() -> Result {
     ] {
         assert!(service.contains(setting), "service lacks {setting:?}");
     }
+    // Without AF_NETLINK the exporter falls back to the slower sysfs source.
+    assert!(
+        service
+            .lines()
+            .any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_NETLINK")),
+        "the service refuses AF_NETLINK"
+    );
     Ok(())
 }
 
