@@ -175,25 +175,31 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
         statistics: true,
         ..Options::default()
     };
-    let (mut before, mut on_sysfs, mut after) = (Scan::default(), Scan::default(), Scan::default());
+    // One scan buffer for the three reads, each boiled down to what the check compares: at
+    // start, three whole scans of a thousand interfaces would set the process's peak memory.
+    let mut buf = Scan::default();
+    let (mut before, mut on_sysfs, mut after) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_mismatch = None;
-    let mut confirmed: Option<Vec<Interface>> = None;
+    let mut confirmed: Option<Vec<Id>> = None;
     let root_name = root.display().to_string();
     for attempt in 0..MAX_CHECKS {
         if attempt > 0 {
             std::thread::sleep(CHECK_PAUSE);
         }
         let result = nl
-            .dump(true, &mut before, |_| true)
-            .and_then(|()| sys.scan(&opts, &mut on_sysfs))
-            .and_then(|()| nl.dump(true, &mut after, |_| true));
+            .dump(true, &mut buf, |_| true)
+            .map(|()| boil(&mut buf, &mut before))
+            .and_then(|()| sys.scan(&opts, &mut buf))
+            .map(|()| boil(&mut buf, &mut on_sysfs))
+            .and_then(|()| nl.dump(true, &mut buf, |_| true))
+            .map(|()| boil(&mut buf, &mut after));
         if let Err(e) = result {
             if netlink_forced {
                 return Err(StartError::Scan(e));
             }
             return chosen(Kind::Sysfs, format!("the check failed: {e}"), true);
         }
-        let verdict = compare(&mut before, &mut on_sysfs, &mut after);
+        let verdict = compare(&before, &on_sysfs, &after);
         if !matches!(verdict, Verdict::Same(_)) {
             confirmed = None;
         }
@@ -202,17 +208,14 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
                 // Two checks in a row, a pause apart, with the same interfaces: a set that
                 // stood still only for the few milliseconds of one check proves little on a
                 // host where interfaces come and go.
-                if confirmed
-                    .as_ref()
-                    .is_some_and(|c| same_ids(c, &before.interfaces))
-                {
+                if confirmed.as_ref().is_some_and(|c| same_ids(c, &before)) {
                     return chosen(
                         Kind::Netlink,
                         format!("a netlink dump matches {root_name}/class/net ({n} interfaces)"),
                         false,
                     );
                 }
-                confirmed = Some(std::mem::take(&mut after.interfaces));
+                confirmed = Some(std::mem::take(&mut after));
                 last_mismatch = None;
                 continue;
             }
@@ -258,12 +261,34 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
     chosen(Kind::Sysfs, reason, true)
 }
 
-/// Sorts the three scans and compares them.
-fn compare(before: &mut Scan, on_sysfs: &mut Scan, after: &mut Scan) -> Verdict {
-    for scan in [&mut *before, &mut *on_sysfs, &mut *after] {
-        scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    }
-    let (b, s, a) = (&before.interfaces, &on_sysfs.interfaces, &after.interfaces);
+/// What the check compares of one interface.
+#[derive(Debug, PartialEq, Eq)]
+struct Id {
+    name: Vec<u8>,
+    ifindex: Option<u64>,
+    address: Vec<u8>,
+    /// `rx_packets`, `tx_packets`, `carrier_changes`.
+    counters: [Option<u64>; 3],
+}
+
+/// Replaces `ids` with those of the interfaces in `scan`, sorted by name.
+fn boil(scan: &mut Scan, ids: &mut Vec<Id>) {
+    ids.clear();
+    ids.extend(scan.interfaces.iter().map(|i| Id {
+        name: i.name.clone(),
+        ifindex: i.ifindex,
+        address: i.address.clone(),
+        counters: [stat(i, 1), stat(i, 5), i.carrier_changes],
+    }));
+    ids.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+}
+
+fn stat(iface: &Interface, at: usize) -> Option<u64> {
+    iface.statistics.and_then(|s| s[at])
+}
+
+/// Compares a dump, the sysfs read after it and the dump after that, each sorted by name.
+fn compare(b: &[Id], s: &[Id], a: &[Id]) -> Verdict {
     if !same_ids(b, a) {
         return Verdict::Churn;
     }
@@ -276,12 +301,8 @@ fn compare(before: &mut Scan, on_sysfs: &mut Scan, after: &mut Scan) -> Verdict 
     }
     let mut moved = false;
     for ((lo, mid), hi) in b.iter().zip(s).zip(a) {
-        for (low, value, high) in [
-            (stat(lo, 1), stat(mid, 1), stat(hi, 1)),
-            (stat(lo, 5), stat(mid, 5), stat(hi, 5)),
-            (lo.carrier_changes, mid.carrier_changes, hi.carrier_changes),
-        ] {
-            let (Some(low), Some(value), Some(high)) = (low, value, high) else {
+        for ((low, value), high) in lo.counters.iter().zip(mid.counters).zip(hi.counters) {
+            let (Some(low), Some(value), Some(high)) = (*low, value, high) else {
                 continue;
             };
             if !(low <= value && value <= high) {
@@ -299,12 +320,8 @@ fn compare(before: &mut Scan, on_sysfs: &mut Scan, after: &mut Scan) -> Verdict 
     Verdict::Same(b.len())
 }
 
-fn stat(iface: &Interface, at: usize) -> Option<u64> {
-    iface.statistics.and_then(|s| s[at])
-}
-
-/// Both sorted by name; equal when names, indexes and addresses agree one to one.
-fn same_ids(x: &[Interface], y: &[Interface]) -> bool {
+/// Equal when names, indexes and addresses agree one to one.
+fn same_ids(x: &[Id], y: &[Id]) -> bool {
     x.len() == y.len()
         && x.iter()
             .zip(y)
@@ -342,7 +359,12 @@ mod tests {
         after: Vec<Interface>,
         expected: &Verdict,
     ) {
-        let verdict = compare(&mut scan(before), &mut scan(sysfs), &mut scan(after));
+        let ids = |v| {
+            let mut ids = Vec::new();
+            boil(&mut scan(v), &mut ids);
+            ids
+        };
+        let verdict = compare(&ids(before), &ids(sysfs), &ids(after));
         match (&verdict, expected) {
             (Verdict::Mismatch(_), Verdict::Mismatch(_)) => {}
             _ => assert_eq!(&verdict, expected),
