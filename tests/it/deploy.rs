@@ -65,9 +65,10 @@ fn static_binaries_are_static_and_small() -> Result {
         );
         let kib = elf.len() as f64 / 1024.0;
         eprintln!("{target}: {} bytes ({kib:.1} KiB)", elf.len());
+        // The team's budget with the netlink source and the work beside it.
         assert!(
-            elf.len() <= 512 * 1024,
-            "{target}: {kib:.1} KiB is over 512 KiB"
+            elf.len() <= 640 * 1024,
+            "{target}: {kib:.1} KiB is over 640 KiB"
         );
     }
     // The check itself can fail: a dynamically linked program has an interpreter.
