@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::glob::{Glob, GlobError};
 use crate::log::Level;
+use crate::source::Choice;
 
 pub const DEFAULT_PORT: u16 = 9425;
 
@@ -45,6 +46,7 @@ pub struct Config {
     pub include: Vec<Glob>,
     pub exclude: Vec<Glob>,
     pub systemd_socket: bool,
+    pub source: Choice,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             include: Vec::new(),
             exclude: Vec::new(),
             systemd_socket: false,
+            source: Choice::Auto,
         }
     }
 }
@@ -208,6 +211,14 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                     .push(glob(&mut parser, "interfaces.exclude")?);
             }
             Long("web.systemd-socket") => config.systemd_socket = true,
+            Long("collector.source") => {
+                let v = string(&mut parser)?;
+                config.source = Choice::parse(&v).ok_or(Error::BadValue {
+                    flag: "collector.source",
+                    value: v,
+                    why: "expected auto, netlink or sysfs",
+                })?;
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -340,6 +351,9 @@ Flags:
                                /host/sys/class/net exists, else /sys]
   --collector.statistics       Also export receive and transmit counters
                                [default: off]
+  --collector.source=SOURCE    Where interface state is read: netlink, sysfs, or auto
+                               (netlink when it shows the same interfaces as the
+                               sysfs root, else sysfs) [default: auto]
   --interfaces.include=GLOB    Report only interfaces whose name matches, repeatable
                                [default: all]
   --interfaces.exclude=GLOB    Never report interfaces whose name matches, repeatable;

@@ -11,8 +11,10 @@ mod http;
 mod log;
 mod metrics;
 mod model;
+mod netlink;
 mod page;
 mod server;
+mod source;
 #[allow(unsafe_code)]
 mod sys;
 mod sysfs;
@@ -103,6 +105,14 @@ fn run(config: Config) -> Result<(), String> {
             ("sysfs", &root.display()),
         ],
     );
+    let chosen = source::choose(config.source, &root).map_err(|e| e.to_string())?;
+    let fields: [(&str, &dyn std::fmt::Display); 2] =
+        [("source", &chosen.kind.name()), ("reason", &chosen.reason)];
+    if chosen.warn {
+        log::warn("interface source chosen", &fields);
+    } else {
+        log::info("interface source chosen", &fields);
+    }
     for l in &listeners {
         if let Ok(addr) = l.local_addr() {
             log::info("listening", &[("address", &addr)]);
@@ -121,6 +131,7 @@ fn run(config: Config) -> Result<(), String> {
         read_timeout: config.read_timeout,
         idle_timeout: config.idle_timeout,
         sysfs: root,
+        source: chosen.kind,
         options: model::Options {
             statistics: config.statistics,
             include: config.include,

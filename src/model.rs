@@ -76,6 +76,8 @@ pub struct Interface {
     pub name: Vec<u8>,
     /// `operstate` as read, trimmed.
     pub operstate: Vec<u8>,
+    /// The kernel's interface index; read to tell which namespace a source describes.
+    pub ifindex: Option<u64>,
     pub admin_up: Option<bool>,
     pub carrier: Option<bool>,
     pub carrier_changes: Option<u64>,

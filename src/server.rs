@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
-use crate::sysfs::Reader;
+use crate::source::{self, Source};
 use crate::{log, metrics, page};
 
 /// Stack for connection threads. A request needs a few KiB (the 4 KiB attribute buffer is
@@ -62,6 +62,7 @@ pub struct Settings {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub sysfs: PathBuf,
+    pub source: source::Kind,
     pub options: model::Options,
 }
 
@@ -74,7 +75,7 @@ pub struct Server {
 }
 
 struct Collector {
-    reader: Reader,
+    source: Source,
     scan: Scan,
 }
 
@@ -296,11 +297,11 @@ impl Server {
     fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> Result<T, ScanError> {
         let taken = self.idle_collectors().pop();
         let mut c = taken.unwrap_or_else(|| Collector {
-            reader: Reader::new(&self.settings.sysfs),
+            source: Source::new(self.settings.source, &self.settings.sysfs),
             scan: Scan::default(),
         });
         let result = c
-            .reader
+            .source
             .scan(&self.settings.options, &mut c.scan)
             .map(|()| f(&c.scan));
         let mut idle = self.idle_collectors();

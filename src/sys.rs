@@ -13,8 +13,8 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
-use std::os::raw::{c_char, c_int, c_long, c_void};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::raw::{c_char, c_int, c_long, c_ulong, c_void};
 
 const SIG_BLOCK: c_int = 0;
 const EINTR: c_int = 4;
@@ -522,4 +522,326 @@ fn set_int_option(fd: c_int, level: c_int, name: c_int, value: c_int) -> std::io
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Netlink and ethtool: the netlink source's system calls. The message bytes are built and
+// parsed in `netlink.rs`; only the sockets and the ioctl buffers are here.
+
+const AF_UNIX: c_int = 1;
+const AF_NETLINK: c_int = 16;
+const SOCK_DGRAM: c_int = 2;
+const SOCK_RAW: c_int = 3;
+const NETLINK_ROUTE: c_int = 0;
+/// The same on x86_64 and aarch64 (both use the generic socket option numbers here).
+const SO_RCVTIMEO: c_int = 20;
+const MSG_TRUNC: c_int = 0x20;
+const SIOCETHTOOL: c_ulong = 0x8946;
+const ETHTOOL_GSET: u32 = 0x1;
+const ETHTOOL_GLINKSETTINGS: u32 = 0x4c;
+const EOPNOTSUPP: i32 = 95;
+/// `IFNAMSIZ`: an interface name and its NUL.
+const IFNAMSIZ: usize = 16;
+
+/// How long one receive of a dump may wait. The kernel answers a dump at once; a socket that
+/// stays silent this long is broken, and a scrape must not hang on it.
+const NETLINK_RECV_TIMEOUT_SECS: i64 = 5;
+
+/// `link_mode_masks_nwords` is an `__s8`, so the kernel never asks for more than 127 words
+/// for each of the three masks.
+const MAX_NWORDS: usize = 127;
+/// `struct ethtool_link_settings` without its masks: 48 bytes, as 12 words.
+const LINK_SETTINGS_WORDS: usize = 12;
+
+extern "C" {
+    fn getsockname(fd: c_int, addr: *mut c_void, len: *mut u32) -> c_int;
+    fn sendto(
+        fd: c_int,
+        buf: *const c_void,
+        len: usize,
+        flags: c_int,
+        addr: *const c_void,
+        addr_len: u32,
+    ) -> isize;
+    fn recvfrom(
+        fd: c_int,
+        buf: *mut c_void,
+        len: usize,
+        flags: c_int,
+        addr: *mut c_void,
+        addr_len: *mut u32,
+    ) -> isize;
+    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+}
+
+/// `struct sockaddr_nl`.
+#[repr(C)]
+#[derive(Default)]
+struct SockaddrNl {
+    family: u16,
+    pad: u16,
+    pid: u32,
+    groups: u32,
+}
+
+/// `struct timeval` on 64-bit Linux.
+#[repr(C)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
+}
+
+fn new_socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; a non-negative result is a new descriptor that nothing
+    // else owns, so OwnedFd may close it.
+    unsafe {
+        let fd = socket(domain, ty | SOCK_CLOEXEC, protocol);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// A bound `NETLINK_ROUTE` socket.
+pub struct NetlinkSocket {
+    fd: OwnedFd,
+    /// The port id the kernel gave us, which replies to our requests carry.
+    pub portid: u32,
+}
+
+/// One datagram received.
+pub struct Received {
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// The datagram's real length when it did not fit the buffer (`MSG_TRUNC`).
+    pub truncated: Option<usize>,
+    /// Whether the kernel sent it (port id 0), not another process.
+    pub from_kernel: bool,
+}
+
+impl NetlinkSocket {
+    pub fn open() -> io::Result<NetlinkSocket> {
+        let fd = new_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)?;
+        let raw = fd.as_raw_fd();
+        let mut addr = SockaddrNl {
+            family: AF_NETLINK as u16,
+            ..SockaddrNl::default()
+        };
+        let mut len = std::mem::size_of::<SockaddrNl>() as u32;
+        let timeout = Timeval {
+            sec: NETLINK_RECV_TIMEOUT_SECS,
+            usec: 0,
+        };
+        // SAFETY: `addr`, `len` and `timeout` are valid for reads and writes of the sizes
+        // passed, and the calls keep no pointer past their return.
+        unsafe {
+            if bind(raw, (&addr as *const SockaddrNl).cast(), len) < 0
+                || getsockname(raw, (&mut addr as *mut SockaddrNl).cast(), &mut len) < 0
+                || setsockopt(
+                    raw,
+                    SOL_SOCKET,
+                    SO_RCVTIMEO,
+                    (&timeout as *const Timeval).cast(),
+                    std::mem::size_of::<Timeval>() as u32,
+                ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(NetlinkSocket {
+            fd,
+            portid: addr.pid,
+        })
+    }
+
+    /// Sends one request to the kernel.
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        let kernel = SockaddrNl {
+            family: AF_NETLINK as u16,
+            ..SockaddrNl::default()
+        };
+        loop {
+            // SAFETY: `msg` and `kernel` are valid for reads of the lengths given.
+            let n = unsafe {
+                sendto(
+                    self.fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&kernel as *const SockaddrNl).cast(),
+                    std::mem::size_of::<SockaddrNl>() as u32,
+                )
+            };
+            if n >= 0 {
+                return if n as usize == msg.len() {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::WriteZero.into())
+                };
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Receives one datagram. `MSG_TRUNC` makes the kernel return the datagram's real length,
+    /// so a datagram larger than `buf` is seen as truncated instead of parsed half.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        loop {
+            let mut from = SockaddrNl::default();
+            let mut from_len = std::mem::size_of::<SockaddrNl>() as u32;
+            // SAFETY: `buf` is valid for writes of its length, `from` and `from_len` for the
+            // sockaddr_nl the kernel writes.
+            let n = unsafe {
+                recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    MSG_TRUNC,
+                    (&mut from as *mut SockaddrNl).cast(),
+                    &mut from_len,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let real = n as usize;
+            return Ok(Received {
+                len: real.min(buf.len()),
+                truncated: (real > buf.len()).then_some(real),
+                from_kernel: from.pid == 0,
+            });
+        }
+    }
+}
+
+/// `struct ifreq` with `ifr_data` pointing at an ethtool command.
+#[repr(C)]
+struct IfreqData {
+    name: [u8; IFNAMSIZ],
+    data: *mut c_void,
+    /// The rest of the 40-byte union.
+    pad: [u8; 16],
+}
+
+/// What `ETHTOOL_GLINKSETTINGS` (or legacy `ETHTOOL_GSET`) reports about a link.
+pub struct LinkSettings {
+    /// Mb/s as the kernel keeps it: `u32::MAX` is SPEED_UNKNOWN.
+    pub speed: u32,
+    /// DUPLEX_HALF (0), DUPLEX_FULL (1) or anything else for unknown.
+    pub duplex: u8,
+}
+
+/// An `AF_UNIX` datagram socket for the ethtool ioctl, which any user may issue for the
+/// read-only commands used here.
+pub struct Ethtool {
+    fd: OwnedFd,
+    /// The mask words the kernel asked for in the `ETHTOOL_GLINKSETTINGS` handshake; 0 until
+    /// the first handshake. The number is the kernel's, so one handshake serves every call.
+    nwords: usize,
+    /// Whether `ETHTOOL_GLINKSETTINGS` has worked once: then the kernel has it, and its
+    /// EOPNOTSUPP means the driver has no link settings, which `ETHTOOL_GSET` cannot change.
+    have_glinksettings: bool,
+    buf: Box<[u32; LINK_SETTINGS_WORDS + 3 * MAX_NWORDS]>,
+}
+
+impl Ethtool {
+    pub fn open() -> io::Result<Ethtool> {
+        Ok(Ethtool {
+            fd: new_socket(AF_UNIX, SOCK_DGRAM, 0)?,
+            nwords: 0,
+            have_glinksettings: false,
+            buf: Box::new([0; LINK_SETTINGS_WORDS + 3 * MAX_NWORDS]),
+        })
+    }
+
+    /// Speed and duplex of the interface `name` in this process's network namespace. Errors
+    /// are the kernel's: EOPNOTSUPP for a driver without link settings, ENODEV for an
+    /// interface gone since the dump.
+    pub fn link_settings(&mut self, name: &[u8]) -> io::Result<LinkSettings> {
+        if name.len() >= IFNAMSIZ || name.contains(&0) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        match self.glinksettings(name) {
+            Err(e) if e.raw_os_error() == Some(EOPNOTSUPP) && !self.have_glinksettings => {
+                self.gset(name)
+            }
+            other => other,
+        }
+    }
+
+    fn glinksettings(&mut self, name: &[u8]) -> io::Result<LinkSettings> {
+        // Two rounds at most: the handshake, when the word count is not known yet or the
+        // kernel changed its mind, then the real call.
+        for _ in 0..2 {
+            self.buf.fill(0);
+            self.buf[0] = ETHTOOL_GLINKSETTINGS;
+            // link_mode_masks_nwords is the byte at offset 15, an `__s8`.
+            self.buf[3] = u32::from_ne_bytes(set_byte(self.buf[3], 3, self.nwords as u8));
+            self.ioctl(name)?;
+            let nwords = self.buf[3].to_ne_bytes()[3] as i8;
+            if nwords < 0 {
+                self.nwords = usize::from(nwords.unsigned_abs()).min(MAX_NWORDS);
+                continue;
+            }
+            self.have_glinksettings = true;
+            return Ok(LinkSettings {
+                speed: self.buf[1],
+                duplex: self.buf[2].to_ne_bytes()[0],
+            });
+        }
+        Err(io::ErrorKind::InvalidData.into())
+    }
+
+    /// Legacy `struct ethtool_cmd`, for kernels before 4.9.
+    fn gset(&mut self, name: &[u8]) -> io::Result<LinkSettings> {
+        self.buf.fill(0);
+        self.buf[0] = ETHTOOL_GSET;
+        self.ioctl(name)?;
+        // speed (u16) at byte 12, duplex at 14, speed_hi (u16) at 28.
+        let w3 = self.buf[3].to_ne_bytes();
+        let w7 = self.buf[7].to_ne_bytes();
+        let speed = u32::from(u16::from_ne_bytes([w3[0], w3[1]]))
+            | u32::from(u16::from_ne_bytes([w7[0], w7[1]])) << 16;
+        Ok(LinkSettings {
+            speed,
+            duplex: w3[2],
+        })
+    }
+
+    fn ioctl(&mut self, name: &[u8]) -> io::Result<()> {
+        let mut req = IfreqData {
+            name: [0; IFNAMSIZ],
+            data: self.buf.as_mut_ptr().cast(),
+            pad: [0; 16],
+        };
+        req.name[..name.len()].copy_from_slice(name);
+        loop {
+            // SAFETY: `req` is a valid ifreq whose name is NUL-terminated (checked shorter
+            // than IFNAMSIZ) and whose data points at `self.buf`, which holds the largest
+            // command the kernel may write for the word count it was given (at most 127 words
+            // per mask, the most an `__s8` can ask for). Neither outlives the call.
+            let rc = unsafe { ioctl(self.fd.as_raw_fd(), SIOCETHTOOL, &mut req as *mut IfreqData) };
+            if rc >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+fn set_byte(word: u32, at: usize, value: u8) -> [u8; 4] {
+    let mut b = word.to_ne_bytes();
+    b[at] = value;
+    b
 }

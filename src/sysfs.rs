@@ -264,6 +264,7 @@ impl Reader {
         if OperState::parse(&iface.operstate) == OperState::Other {
             *r.errors += 1;
         }
+        iface.ifindex = r.number(c"ifindex", parse_u64);
         iface.admin_up = r.number(c"flags", parse_hex).map(|f| f & 1 == 1);
         iface.carrier = match r.number(c"carrier", parse_u64) {
             Some(0) => Some(false),

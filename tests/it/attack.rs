@@ -766,13 +766,17 @@ fn stable_series(body: &str) -> Vec<&str> {
 
 #[test]
 fn scrapes_stay_whole_while_interfaces_come_and_go() -> Result {
+    for_each_source(scrapes_stay_whole_while_interfaces_come_and_go_with)
+}
+
+fn scrapes_stay_whole_while_interfaces_come_and_go_with(source: &str) -> Result {
     const SCRAPES: usize = 300;
     const PAIRS: usize = 3;
     let ns = Netns::new()?;
     ns.ip("link add ie-a type veth peer name ie-b")?;
     ns.ip("link set ie-a up")?;
     ns.ip("link set ie-b up")?;
-    let exp = ns.exporter(&[])?;
+    let exp = ns.exporter(&[source])?;
     let reference = wait_for("ie-a and ie-b up", DEADLINE, || {
         let body = ns.get(&exp, "/metrics").ok()?.text();
         let up = |i: &str| sample(&body, &format!("interface_carrier{{interface=\"{i}\"}}"));
@@ -1367,6 +1371,10 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
 
 #[test]
 fn unprivileged_it_serves_sys_without_the_root_warning() -> Result {
+    for_each_source(unprivileged_it_serves_sys_without_the_root_warning_with)
+}
+
+fn unprivileged_it_serves_sys_without_the_root_warning_with(source: &str) -> Result {
     // A copy that every user may run, wherever the build tree is.
     let dir = TempDir::new()?;
     let bin = dir.0.join("interfaces_exporter");
@@ -1379,6 +1387,7 @@ fn unprivileged_it_serves_sys_without_the_root_warning() -> Result {
             "--web.listen-address=127.0.0.1:0",
             "--path.sysfs=/sys",
             "--log.level=debug",
+            source,
         ]);
     let mut exp = Exporter::spawn(&mut cmd)
         .map_err(|e| format!("setpriv (util-linux, scripts/test.sh installs it): {e}"))?;

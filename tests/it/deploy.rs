@@ -65,6 +65,7 @@ fn static_binaries_are_static_and_small() -> Result {
         );
         let kib = elf.len() as f64 / 1024.0;
         eprintln!("{target}: {} bytes ({kib:.1} KiB)", elf.len());
+        // The team's budget with the netlink source and the work beside it.
         assert!(
             elf.len() <= 640 * 1024,
             "{target}: {kib:.1} KiB is over 640 KiB"
@@ -471,6 +472,13 @@ fn systemd_units_verify() -> Result {
     // An inherited socket cannot be made dual-stack by the exporter: the unit must say so.
     let socket = std::fs::read_to_string(units.join("interfaces_exporter.socket"))?;
     assert!(socket.contains("\nBindIPv6Only=both\n"), "{socket}");
+    // Without AF_NETLINK the exporter falls back to the slower sysfs source.
+    assert!(
+        service
+            .lines()
+            .any(|l| l.starts_with("RestrictAddressFamilies=") && l.contains("AF_NETLINK")),
+        "the service refuses AF_NETLINK"
+    );
     Ok(())
 }
 

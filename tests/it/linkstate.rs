@@ -44,8 +44,12 @@ fn counter(body: &str, series: &str) -> Result<u64> {
 
 #[test]
 fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
+    for_each_source(a_peer_set_down_turns_the_other_end_lowerlayerdown_with)
+}
+
+fn a_peer_set_down_turns_the_other_end_lowerlayerdown_with(source: &str) -> Result {
     let p = Pair::new()?;
-    let exp = p.ns.exporter(&[])?;
+    let exp = p.ns.exporter(&[source])?;
     let up = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
     assert_eq!(
         sample(&up, "interface_carrier{interface=\"ie-a\"}").as_deref(),
@@ -128,9 +132,13 @@ fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
 
 #[test]
 fn flaps_between_scrapes_are_counted() -> Result {
+    for_each_source(flaps_between_scrapes_are_counted_with)
+}
+
+fn flaps_between_scrapes_are_counted_with(source: &str) -> Result {
     const FLAPS: u64 = 5;
     let p = Pair::new()?;
-    let exp = p.ns.exporter(&[])?;
+    let exp = p.ns.exporter(&[source])?;
     let before = p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
     let a = |name: &str| format!("{name}{{interface=\"ie-a\"}}");
     let changes = counter(&before, &a("interface_carrier_changes_total"))?;
@@ -150,6 +158,10 @@ fn flaps_between_scrapes_are_counted() -> Result {
 
 #[test]
 fn aliases_and_addresses_come_back_escaped() -> Result {
+    for_each_source(aliases_and_addresses_come_back_escaped_with)
+}
+
+fn aliases_and_addresses_come_back_escaped_with(source: &str) -> Result {
     let p = Pair::new()?;
     p.ns.ip("link set ie-a address 02:00:00:00:00:0a")?;
     run(Command::new("ip").args([
@@ -161,7 +173,7 @@ fn aliases_and_addresses_come_back_escaped() -> Result {
         "alias",
         "uplink \"core\" \\ rack 7",
     ]))?;
-    let exp = p.ns.exporter(&[])?;
+    let exp = p.ns.exporter(&[source])?;
     let body = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
     let info = body
         .lines()
@@ -176,12 +188,17 @@ fn aliases_and_addresses_come_back_escaped() -> Result {
 
 #[test]
 fn include_and_exclude_filters() -> Result {
+    for_each_source(include_and_exclude_filters_with)
+}
+
+fn include_and_exclude_filters_with(source: &str) -> Result {
     let p = Pair::new()?;
     p.ns.ip("link add ie-c type veth peer name other0")?;
     let exp = p.ns.exporter(&[
         "--interfaces.include=ie-*",
         "--interfaces.include=lo",
         "--interfaces.exclude=ie-[bc]",
+        source,
     ])?;
     let body = p.scrape(&exp)?;
     let names: Vec<&str> = body
@@ -196,11 +213,15 @@ fn include_and_exclude_filters() -> Result {
 
 #[test]
 fn statistics_only_when_asked() -> Result {
+    for_each_source(statistics_only_when_asked_with)
+}
+
+fn statistics_only_when_asked_with(source: &str) -> Result {
     let p = Pair::new()?;
-    let plain = p.ns.exporter(&[])?;
+    let plain = p.ns.exporter(&[source])?;
     assert!(!p.scrape(&plain)?.contains("interface_receive_bytes_total"));
     drop(plain);
-    let exp = p.ns.exporter(&["--collector.statistics"])?;
+    let exp = p.ns.exporter(&["--collector.statistics", source])?;
     let read = |attr: &str| -> Result<u64> {
         let out = run(p
             .ns
@@ -375,8 +396,12 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 
 #[test]
 fn independent_parsers_accept_both_formats() -> Result {
+    for_each_source(independent_parsers_accept_both_formats_with)
+}
+
+fn independent_parsers_accept_both_formats_with(source: &str) -> Result {
     let p = Pair::new()?;
-    let exp = p.ns.exporter(&["--collector.statistics"])?;
+    let exp = p.ns.exporter(&["--collector.statistics", source])?;
     p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
     let f = quirks()?;
     let fixture_exp = Exporter::start(&[&f.flag(), "--collector.statistics"])?;

@@ -9,6 +9,7 @@ mod cli;
 mod deploy;
 mod image;
 mod linkstate;
+mod netlink;
 mod process;
 mod prometheus;
 mod serve;

@@ -528,11 +528,15 @@ fn a_real_prometheus_stores_the_host_and_answers_every_dashboard_query() -> Resu
 
 #[test]
 fn a_peer_set_down_changes_the_stored_series() -> Result {
+    for_each_source(a_peer_set_down_changes_the_stored_series_with)
+}
+
+fn a_peer_set_down_changes_the_stored_series_with(source: &str) -> Result {
     let ns = Netns::new()?;
     ns.ip("link add ie-a type veth peer name ie-b")?;
     ns.ip("link set ie-a up")?;
     ns.ip("link set ie-b up")?;
-    let exp = ns.exporter(&[])?;
+    let exp = ns.exporter(&[source])?;
     let prom = Prometheus::start(exp.addr, Some(&ns))?;
     prom.wait_target_up()?;
     prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;

@@ -492,3 +492,15 @@ pub fn thread_count(pid: u32) -> Option<usize> {
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The flags of both interface sources: tests on real interfaces run once with each.
+pub const SOURCES: [&str; 2] = ["--collector.source=sysfs", "--collector.source=netlink"];
+
+/// Runs a test body once per source, saying which one failed.
+pub fn for_each_source(body: fn(&str) -> Result) -> Result {
+    for source in SOURCES {
+        eprintln!("running with {source}");
+        body(source).map_err(|e| format!("with {source}: {e}"))?;
+    }
+    Ok(())
+}
