@@ -9,5 +9,6 @@ mod cli;
 mod deploy;
 mod linkstate;
 mod prometheus;
+mod resources;
 mod serve;
 mod util;
