@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::http::{self, Format, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
 use crate::sysfs::Reader;
-use crate::{log, metrics, page};
+use crate::{log, metrics, page, sys};
 
 /// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
 /// (the 4 KiB attribute buffer is boxed, bodies live on the heap); 128 KiB leaves a wide margin,
@@ -41,6 +41,12 @@ const CONNECTION_STACK: usize = 128 * 1024;
 /// Bytes read from a socket at once: a page, which holds any real request head. Larger chunks
 /// would only cost memory on every idle connection.
 const READ_CHUNK: usize = 4096;
+
+/// The kernel's send buffer per connection (`SO_SNDBUF`; the kernel books twice this). Left to
+/// autotune, it grew to hold a whole 0.8 MB body for each client that did not read: 100 MB of
+/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. At 32 KiB a
+/// body still leaves at 300 MB/s over a 0.2 ms LAN and about 1 MB/s over a 50 ms WAN.
+const SEND_BUFFER: i32 = 32 * 1024;
 
 /// Deadline for writing one whole response. A scrape body is under 1 MB at 1000 interfaces; a
 /// client that cannot take that in 10 s is stuck, and its thread is better spent elsewhere.
@@ -74,6 +80,12 @@ const PAGE_ROW_ESTIMATE: usize = 320;
 
 /// Bytes of the status page besides its rows: the head, the style sheet and the table header.
 const PAGE_BASE_ESTIMATE: usize = 2048;
+
+/// Address space that must remain free after a large allocation for it to go ahead. Under
+/// `RLIMIT_AS` the large allocations are refused with a 503, but std's small ones (a log line,
+/// a thread's bookkeeping) abort the process when refused; keeping this much in hand lets them
+/// succeed while bodies are being refused. A mebibyte is hundreds of threads' small needs.
+const ALLOC_HEADROOM: usize = 1024 * 1024;
 
 /// The longest pause between accept retries after an error such as EMFILE.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -217,6 +229,7 @@ impl Generation {
                     let estimate = PAGE_BASE_ESTIMATE
                         .saturating_add(PAGE_ROW_ESTIMATE.saturating_mul(scan.interfaces.len()));
                     out.try_reserve_exact(estimate).ok()?;
+                    headroom()?;
                     page::render(scan, telemetry_path, &mut out);
                     Some(out)
                 }
@@ -233,6 +246,7 @@ impl Generation {
                     metrics::render_self(scan.errors, elapsed, format, &mut count);
                     let mut out = Vec::new();
                     out.try_reserve_exact(count.0).ok()?;
+                    headroom()?;
                     metrics::render_interfaces(scan, statistics, format, &mut out);
                     metrics::render_self(scan.errors, elapsed, format, &mut out);
                     Some(out)
@@ -269,6 +283,16 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Whether `ALLOC_HEADROOM` more could still be allocated, checked by allocating it (a mapping
+/// of its own, never touched) and giving it back at once.
+fn headroom() -> Option<()> {
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(ALLOC_HEADROOM).ok()?;
+    // Kept opaque so that the allocation is not optimised away.
+    std::hint::black_box(&mut probe);
+    Some(())
 }
 
 /// Locks a mutex that holds only buffers or a slot: a panic elsewhere cannot leave it in a
@@ -356,6 +380,8 @@ impl Server {
 
     fn serve(&self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        // Best effort: without it only the kernel's share of the bound is larger.
+        let _ = sys::set_send_buffer(&stream, SEND_BUFFER);
         let mut conn = Conn {
             stream,
             input: Vec::new(),
@@ -530,10 +556,12 @@ impl Server {
             pool: Arc::clone(&self.pool),
         };
         let mut scan = lock(&self.pool.spare).take().unwrap_or_default();
-        // The vector of interfaces is a scan's one large allocation: room for as many as last
-        // time and an eighth more is reserved up front, where a refusal can still be a 503.
+        // A scan's vectors are its large allocations: room for as many interfaces as last time
+        // and an eighth more is reserved up front, where a refusal can still be a 503. (The
+        // first scan has no estimate and grows them the ordinary way.)
         let last = self.pool.last_len.load(Ordering::Relaxed);
-        if scan.interfaces.try_reserve(last + last / 8).is_err() {
+        if scan.try_reserve(last.saturating_add(last / 8)).is_err() || headroom().is_none() {
+            *lock(&self.pool.spare) = Some(scan);
             return Err(Busy::Memory);
         }
         let mut reader = lock(&self.reader);

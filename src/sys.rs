@@ -211,3 +211,37 @@ pub fn notify_ready(socket: &str) -> std::io::Result<()> {
     sock.send_to_addr(b"READY=1\n", &addr)?;
     Ok(())
 }
+
+/// Caps the kernel's send buffer of one connection (`SO_SNDBUF`; the kernel doubles the value
+/// for its bookkeeping and stops autotuning it), so that clients that do not read cannot make
+/// the kernel hold a whole response for each of them.
+pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: c_int) -> std::io::Result<()> {
+    /// The same on x86_64 and aarch64 (asm-generic).
+    const SO_SNDBUF: c_int = 7;
+    // Declared here rather than with the others, so that it cannot clash with another
+    // declaration of the same function at module level.
+    extern "C" {
+        fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+    }
+    // SAFETY: the descriptor is open for the borrow of `stream`, and `bytes` is valid for reads
+    // of the size given.
+    let rc = unsafe {
+        setsockopt(
+            stream.as_raw_fd(),
+            SOL_SOCKET,
+            SO_SNDBUF,
+            (&bytes as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

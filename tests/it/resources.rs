@@ -290,3 +290,65 @@ fn tasks_of_uid(uid: u32) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn an_address_space_limit_gives_503_not_an_abort() -> Result {
+    // The reproduction: `ulimit -v 32000` and 40 concurrent clients at 1000
+    // interfaces aborted the process ("memory allocation of 172032 bytes failed", exit 134).
+    // Run on the static build, whose address space is what a deployment has (a debug build
+    // linked to glibc reserves 64 MiB malloc arenas per thread).
+    const CLIENTS: usize = 40;
+    let bin = repo().join("target/x86_64-unknown-linux-musl/release/interfaces_exporter");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh",
+            bin.display()
+        )
+        .into());
+    }
+    let f = big_host(1000)?;
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--as={}", 32_000 * 1024))
+        .arg(&bin)
+        .args(["--web.listen-address=127.0.0.1:0", &f.flag()]);
+    let mut exp = Exporter::spawn(&mut cmd)?;
+    let addr = exp.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            thread::spawn(move || -> std::result::Result<Vec<u16>, String> {
+                (0..10)
+                    .map(|_| {
+                        request(
+                            addr,
+                            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        )
+                        .map(|r| r.status)
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in clients {
+        match c.join().map_err(|_| "client panicked")? {
+            Ok(s) => statuses.extend(s),
+            Err(e) => {
+                exp.assert_alive()?;
+                return Err(e.into());
+            }
+        }
+    }
+    exp.assert_alive()?;
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    eprintln!(
+        "RLIMIT_AS 32000 KiB: {ok} of {} answered 200",
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(ok > 0, "nothing was served");
+    Ok(())
+}
