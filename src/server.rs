@@ -44,9 +44,10 @@ const READ_CHUNK: usize = 4096;
 
 /// The kernel's send buffer per connection (`SO_SNDBUF`; the kernel books twice this). Left to
 /// autotune, it grew to hold a whole 0.8 MB body for each client that did not read: 100 MB of
-/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. At 32 KiB a
-/// body still leaves at 300 MB/s over a 0.2 ms LAN and about 1 MB/s over a 50 ms WAN.
-const SEND_BUFFER: i32 = 32 * 1024;
+/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. At 16 KiB, 512
+/// connections hold at most 16 MiB, and a body still leaves at over 100 MB/s over a 0.2 ms LAN
+/// and about 600 KB/s over a 50 ms WAN.
+const SEND_BUFFER: i32 = 16 * 1024;
 
 /// Deadline for writing one whole response. A scrape body is under 1 MB at 1000 interfaces; a
 /// client that cannot take that in 10 s is stuck, and its thread is better spent elsewhere.

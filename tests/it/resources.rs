@@ -76,16 +76,39 @@ impl Drop for Cgroup {
     }
 }
 
+/// The static build, which scripts/test.sh builds first.
+fn static_binary() -> Result<PathBuf> {
+    let bin = repo().join("target/x86_64-unknown-linux-musl/release/interfaces_exporter");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
 #[test]
 fn clients_that_never_read_cannot_exhaust_memory() -> Result {
     let f = big_host(1000)?;
+    // The test build (what every test runs) and the static build (what is deployed), whose
+    // figures the README quotes.
+    for bin in [PathBuf::from(BIN), static_binary()?] {
+        non_readers_in_a_cgroup(&f, &bin)?;
+    }
+    Ok(())
+}
+
+fn non_readers_in_a_cgroup(f: &Fixture, bin: &std::path::Path) -> Result {
     let cg = Cgroup::new(CGROUP_LIMIT)?;
     // The shell joins the group before it becomes the exporter, so every page is charged there.
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(format!(
-        "echo $$ > {} && exec {BIN} --web.listen-address=127.0.0.1:0 \
+        "echo $$ > {} && exec {} --web.listen-address=127.0.0.1:0 \
          --web.max-connections=1024 --log.level=debug {}",
         cg.procs().display(),
+        bin.display(),
         f.flag()
     ));
     let mut exp = Exporter::spawn(&mut cmd)?;
@@ -144,9 +167,10 @@ fn clients_that_never_read_cannot_exhaust_memory() -> Result {
         .or_else(|_| std::fs::read_to_string(cg.dir.join("memory.current")))
         .unwrap_or_default();
     eprintln!(
-        "memory: VmHWM idle {idle} KiB, after one scrape at 1000 interfaces {after_one} KiB, \
+        "memory ({}): VmHWM idle {idle} KiB, after one scrape at 1000 interfaces {after_one} KiB, \
          with {NON_READERS} clients that never read {held} KiB (cgroup usage {} bytes; {refused} \
          got 503); body {} bytes; a normal scrape meanwhile got {} in {took:?}",
+        bin.display(),
         usage.trim(),
         one.body.len(),
         normal.status
@@ -298,14 +322,7 @@ fn an_address_space_limit_gives_503_not_an_abort() -> Result {
     // Run on the static build, whose address space is what a deployment has (a debug build
     // linked to glibc reserves 64 MiB malloc arenas per thread).
     const CLIENTS: usize = 40;
-    let bin = repo().join("target/x86_64-unknown-linux-musl/release/interfaces_exporter");
-    if !bin.exists() {
-        return Err(format!(
-            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh",
-            bin.display()
-        )
-        .into());
-    }
+    let bin = static_binary()?;
     let f = big_host(1000)?;
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--as={}", 32_000 * 1024))
