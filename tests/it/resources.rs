@@ -209,12 +209,18 @@ fn scrapes_past_max_requests_get_503() -> Result {
     for _ in 0..2 {
         let mut s = connect(exp.addr)?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n")?;
+        s.set_nonblocking(true)?;
         held.push(s);
     }
-    let refused = wait_for("a 503", DEADLINE, || {
-        let r = exp.get("/metrics").ok()?;
-        (r.status == 503).then_some(r)
+    // Both are being answered 200 before anyone else asks, or a probe could take a place first.
+    let mut peek = [0u8; 12];
+    wait_for("both held scrapes to be answered", DEADLINE, || {
+        held.iter()
+            .all(|s| s.peek(&mut peek).is_ok_and(|n| n == 12) && status_of(&peek) == Some(200))
+            .then_some(())
     })?;
+    let refused = exp.get("/metrics")?;
+    assert_eq!(refused.status, 503);
     assert_eq!(refused.text(), "503 too many scrapes in flight\n");
     // The status page needs a scan too, so it is counted alike.
     assert_eq!(exp.get("/")?.status, 503);
