@@ -25,6 +25,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// kernel's usual thread and descriptor limits.
 const MAX_CONNECTIONS: usize = 65_536;
 
+/// node_exporter's default for the same flag: scrapes are answered in milliseconds, so forty at
+/// once is far past what any set of Prometheus servers asks, and what they hold stays small.
+const DEFAULT_MAX_REQUESTS: usize = 40;
+
 #[derive(Debug)]
 pub enum Command {
     Run(Config),
@@ -39,6 +43,7 @@ pub struct Config {
     /// `None` picks `/host/sys` or `/sys` at start.
     pub sysfs: Option<PathBuf>,
     pub max_connections: usize,
+    pub max_requests: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub log_level: Level,
@@ -56,6 +61,7 @@ impl Default for Config {
             telemetry_path: "/metrics".to_owned(),
             sysfs: None,
             max_connections: 512,
+            max_requests: DEFAULT_MAX_REQUESTS,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             log_level: Level::Info,
@@ -179,6 +185,19 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                     _ => {
                         return Err(Error::BadValue {
                             flag: "web.max-connections",
+                            value: v,
+                            why: "expected a whole number from 1 to 65536",
+                        })
+                    }
+                };
+            }
+            Long("web.max-requests") => {
+                let v = string(&mut parser)?;
+                config.max_requests = match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
+                    _ => {
+                        return Err(Error::BadValue {
+                            flag: "web.max-requests",
                             value: v,
                             why: "expected a whole number from 1 to 65536",
                         })
@@ -344,6 +363,8 @@ Flags:
                                instead of binding --web.listen-address
   --web.max-connections=N      Connections served at once; more are refused with 503
                                [default: {max}]
+  --web.max-requests=N         Scrapes (and status pages) in flight at once; more get
+                               503 [default: {requests}]
   --web.read-timeout=SECONDS   Deadline for a whole request head [default: {read}]
   --web.idle-timeout=SECONDS   How long a kept-alive connection may wait for its next
                                request [default: {idle}]
@@ -366,6 +387,7 @@ Flags:
         port = DEFAULT_PORT,
         path = d.telemetry_path,
         max = d.max_connections,
+        requests = d.max_requests,
         read = d.read_timeout.as_secs(),
         idle = d.idle_timeout.as_secs(),
     )
@@ -398,6 +420,7 @@ mod tests {
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.sysfs, None);
         assert_eq!(c.max_connections, 512);
+        assert_eq!(c.max_requests, 40);
         assert_eq!(c.read_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.log_level, Level::Info);
@@ -445,6 +468,7 @@ mod tests {
         let c = run(&[
             "--path.sysfs=/tmp/sys",
             "--web.max-connections=7",
+            "--web.max-requests=3",
             "--web.read-timeout=2.5",
             "--web.idle-timeout=500ms",
             "--log.level=debug",
@@ -456,6 +480,7 @@ mod tests {
         ])?;
         assert_eq!(c.sysfs, Some(PathBuf::from("/tmp/sys")));
         assert_eq!(c.max_connections, 7);
+        assert_eq!(c.max_requests, 3);
         assert_eq!(c.read_timeout, Duration::from_millis(2500));
         assert_eq!(c.idle_timeout, Duration::from_millis(500));
         assert_eq!(c.log_level, Level::Debug);
@@ -476,6 +501,7 @@ mod tests {
             "--web.telemetry-path",
             "--web.systemd-socket",
             "--web.max-connections",
+            "--web.max-requests",
             "--web.read-timeout",
             "--web.idle-timeout",
             "--path.sysfs",
@@ -505,6 +531,14 @@ mod tests {
             &["--web.max-connections=0"],
             "invalid value \"0\" for --web.max-connections: expected a whole number from 1 to 65536",
         );
+        for bad in ["0", "65537", "-1", "forty", ""] {
+            check_err(
+                &[&format!("--web.max-requests={bad}")],
+                &format!(
+                    "invalid value {bad:?} for --web.max-requests: expected a whole number from 1 to 65536"
+                ),
+            );
+        }
         check_err(
             &["--log.level=trace"],
             "invalid value \"trace\" for --log.level: expected debug, info, warn or error",

@@ -128,6 +128,7 @@ fn run(config: Config) -> Result<(), String> {
     let server = Arc::new(server::Server::new(server::Settings {
         telemetry_path: config.telemetry_path,
         max_connections: config.max_connections,
+        max_requests: config.max_requests,
         read_timeout: config.read_timeout,
         idle_timeout: config.idle_timeout,
         sysfs: root,

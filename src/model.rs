@@ -160,6 +160,15 @@ impl Scan {
     pub fn give_back(&mut self, iface: Interface) {
         self.spare.push(iface);
     }
+
+    /// Makes room for `n` interfaces, and for as many spares, in one fallible step: at
+    /// thousands of interfaces these two vectors are a scan's largest allocations, and a scan
+    /// that cannot have them is better refused than allowed to abort the process.
+    pub fn try_reserve(&mut self, n: usize) -> Result<(), std::collections::TryReserveError> {
+        self.interfaces
+            .try_reserve(n.saturating_sub(self.interfaces.len()))?;
+        self.spare.try_reserve(n.saturating_sub(self.spare.len()))
+    }
 }
 
 #[cfg(test)]

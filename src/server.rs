@@ -2,40 +2,52 @@
 //!
 //! One thread accepts on each listener; each connection gets a thread of its own, up to
 //! `--web.max-connections`, so a slow or idle client never delays another. A connection beyond
-//! the limit gets 503 and is closed at once. A whole request head must arrive within
-//! `--web.read-timeout` (a deadline, not a per-read timeout a client could refresh one byte at
-//! a time); a kept-alive connection may wait `--web.idle-timeout` for its next request. After
-//! any error response the connection is closed, so bytes after a refused head are never read
-//! as another request.
+//! the limit, or one whose thread cannot be created, gets 503 and is closed at once. A whole
+//! request head must arrive within `--web.read-timeout` (a deadline, not a per-read timeout a
+//! client could refresh one byte at a time); a kept-alive connection may wait
+//! `--web.idle-timeout` for its next request. After any error response the connection is
+//! closed, so bytes after a refused head are never read as another request.
+//!
+//! Requests that need a scan (the metrics and the status page) share it: one that arrives
+//! while a scan runs waits for that scan (single flight), and the finished scan becomes an
+//! immutable [`Generation`] whose bodies are rendered once per format and written to every
+//! socket from the same bytes. At most `--web.max-requests` such requests are in flight and at
+//! most [`MAX_GENERATIONS`] generations alive; beyond either, and when an allocation for a scan
+//! or a body is refused, the answer is 503. Memory is thereby bounded whatever clients do.
 //!
 //! Invariant: never panics on any input, never holds more than `max_connections` connection
-//! threads, and an accept error never stops the accept loop.
+//! threads or `MAX_GENERATIONS` generations, never answers 200 without a whole scan, and an
+//! accept error never stops the accept loop.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, IoSlice, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, Method, Request, Response, Status};
+use crate::http::{self, Format, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
-use crate::{log, metrics, page};
+use crate::{log, metrics, page, sys};
 
-/// Stack for connection threads. A request needs a few KiB (the 4 KiB attribute buffer is
-/// boxed); 128 KiB leaves a wide margin and keeps 512 threads' reservations small.
+/// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
+/// (the 4 KiB attribute buffer is boxed, bodies live on the heap); 128 KiB leaves a wide margin,
+/// and since only touched pages are resident, 512 threads' reservations cost address space, not
+/// memory.
 const CONNECTION_STACK: usize = 128 * 1024;
 
 /// Bytes read from a socket at once: a page, which holds any real request head. Larger chunks
 /// would only cost memory on every idle connection.
 const READ_CHUNK: usize = 4096;
 
-/// Bytes of a scrape body buffered before they are written. Large enough that a body goes out
-/// in few writes, small enough that a scrape of thousands of interfaces (over 800 KB of text at
-/// 1000) holds only this much of it.
-const STREAM_CHUNK: usize = 64 * 1024;
+/// The kernel's send buffer per connection (`SO_SNDBUF`; the kernel books twice this). Left to
+/// autotune, it grew to hold a whole 0.8 MB body for each client that did not read: 100 MB of
+/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. At 16 KiB, 512
+/// connections hold at most 16 MiB, and a body still leaves at over 100 MB/s over a 0.2 ms LAN
+/// and about 600 KB/s over a 50 ms WAN.
+const SEND_BUFFER: i32 = 16 * 1024;
 
 /// Deadline for writing one whole response. A scrape body is under 1 MB at 1000 interfaces; a
 /// client that cannot take that in 10 s is stuck, and its thread is better spent elsewhere.
@@ -48,10 +60,33 @@ const LINGER: Duration = Duration::from_millis(500);
 /// The most bytes drained while lingering.
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Scan buffers kept for reuse between scrapes. Prometheus scrapes one at a time; a burst of
-/// concurrent scrapes needs more buffers only while it lasts, and keeping them all would hold
-/// the burst's memory (about 0.5 MB each at 1000 interfaces) for good.
-const MAX_IDLE_COLLECTORS: usize = 2;
+/// Generations alive at once: the scan running plus the finished ones that connections are
+/// still writing from. A generation holds its rendered bodies (about 0.8 MB per format at 1000
+/// interfaces) until its slowest reader is done, up to `WRITE_DEADLINE`. Prometheus scrapes one
+/// at a time, and an HA pair plus a browser make three; four lets scrapes go on while a slow
+/// client holds one, and caps what slow clients can pin at four generations. A request that
+/// would need a fifth waits for one to go, up to `GENERATION_WAIT`.
+pub const MAX_GENERATIONS: usize = 4;
+
+/// How long a request that needs a new generation waits for one of `MAX_GENERATIONS` to go
+/// before it gets 503. Generations written to clients that read go within milliseconds, so
+/// concurrent scrapers only queue briefly; those pinned by clients that do not read go only at
+/// `WRITE_DEADLINE`, far longer than a scrape should wait to learn it cannot be answered.
+const GENERATION_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes reserved for the status page per interface, so that its buffer is allocated fallibly
+/// at once: a row is about 200 bytes plus its escaped name and alias. A page that outgrows the
+/// estimate grows the ordinary (infallible) way.
+const PAGE_ROW_ESTIMATE: usize = 320;
+
+/// Bytes of the status page besides its rows: the head, the style sheet and the table header.
+const PAGE_BASE_ESTIMATE: usize = 2048;
+
+/// Address space that must remain free after a large allocation for it to go ahead. Under
+/// `RLIMIT_AS` the large allocations are refused with a 503, but std's small ones (a log line,
+/// a thread's bookkeeping) abort the process when refused; keeping this much in hand lets them
+/// succeed while bodies are being refused. A mebibyte is hundreds of threads' small needs.
+const ALLOC_HEADROOM: usize = 1024 * 1024;
 
 /// The longest pause between accept retries after an error such as EMFILE.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -59,6 +94,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 pub struct Settings {
     pub telemetry_path: String,
     pub max_connections: usize,
+    pub max_requests: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub sysfs: PathBuf,
@@ -68,23 +104,214 @@ pub struct Settings {
 
 pub struct Server {
     settings: Settings,
-    /// Scan buffers not in use. Concurrent scrapes each take one (making a new one when none is
-    /// free) and put it back, so scrapes run in parallel and buffers are reused, never shared.
-    idle: Mutex<Vec<Collector>>,
+    /// Connections with a thread.
     active: AtomicUsize,
+    /// Requests for the metrics or the status page from arrival until their response is
+    /// written, as node_exporter counts `--web.max-requests`.
+    requests: AtomicUsize,
+    /// The scan running, which requests that arrive meanwhile join.
+    flight: Mutex<Option<Arc<Flight>>>,
+    /// The source of interface state, used by one scan at a time (the flight's leader).
+    reader: Mutex<Option<Source>>,
+    pool: Arc<Pool>,
 }
 
-struct Collector {
-    source: Source,
-    scan: Scan,
+/// What generations share with the server, so that one can give its scan buffers back and be
+/// counted out when its last reader drops it.
+#[derive(Default)]
+struct Pool {
+    /// Generations alive, signalled through `freed` when one goes.
+    live: Mutex<usize>,
+    freed: Condvar,
+    /// A finished scan kept for its allocations, reused by the next one.
+    spare: Mutex<Option<Scan>>,
+    /// Interfaces in the last scan: the next one reserves room for them up front, fallibly.
+    last_len: AtomicUsize,
+}
+
+/// Why a request that needs a scan is answered 503 without one.
+#[derive(Clone, Copy)]
+enum Busy {
+    /// `--web.max-requests` requests are in flight.
+    Requests,
+    /// `MAX_GENERATIONS` generations are alive, held by clients slow to read.
+    Generations,
+    /// An allocation for the scan or a body was refused (`RLIMIT_AS`, no memory).
+    Memory,
+}
+
+impl Busy {
+    fn body(self) -> &'static str {
+        match self {
+            Busy::Requests => "503 too many scrapes in flight\n",
+            Busy::Generations => "503 too many scrapes still being written\n",
+            Busy::Memory => "503 out of memory\n",
+        }
+    }
+}
+
+/// One scan in progress. Requests that join it wait on `ready` until the leader publishes.
+#[derive(Default)]
+struct Flight {
+    /// Requests that joined, each of which will take a body from the generation.
+    joined: AtomicUsize,
+    outcome: Mutex<Option<Result<Arc<Generation>, Busy>>>,
+    ready: Condvar,
+}
+
+impl Flight {
+    fn publish(&self, outcome: Result<Arc<Generation>, Busy>) {
+        *lock(&self.outcome) = Some(outcome);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<Arc<Generation>, Busy> {
+        let mut outcome = lock(&self.outcome);
+        loop {
+            if let Some(o) = outcome.as_ref() {
+                return o.clone();
+            }
+            outcome = self.ready.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Publishes for the leader even if it unwinds, so that no joiner waits for ever.
+struct Leader<'a> {
+    server: &'a Server,
+    flight: Arc<Flight>,
+    outcome: Option<Result<Arc<Generation>, Busy>>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        // Later requests start a new scan; the joiners of this one are all counted by now.
+        *lock(&self.server.flight) = None;
+        let outcome = self.outcome.take().unwrap_or(Err(Busy::Memory));
+        if let Ok(generation) = &outcome {
+            let sharers = 1 + self.flight.joined.load(Ordering::Acquire);
+            generation.pending.store(sharers, Ordering::Release);
+        }
+        self.flight.publish(outcome);
+    }
+}
+
+/// The bodies a generation renders, one slot each.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text = 0,
+    OpenMetrics = 1,
+    Page = 2,
+}
+
+/// One scan and what was rendered from it, shared by every request that joined its flight and
+/// immutable once rendered. Its scan is dropped (given back to the pool) as soon as every
+/// sharer has its body, so a connection slow to read holds only the bytes it is writing.
+struct Generation {
+    started: Instant,
+    error: Option<ScanError>,
+    /// The scan, until every sharer has its body.
+    scan: Mutex<Option<Scan>>,
+    /// Sharers that have not yet taken their body.
+    pending: AtomicUsize,
+    /// Rendered bodies; `None` inside when the allocation was refused.
+    bodies: [OnceLock<Option<Vec<u8>>>; 3],
+    pool: Arc<Pool>,
+}
+
+impl Generation {
+    /// The body of one kind, rendered by the first sharer that asks for it.
+    fn body(&self, kind: Kind, telemetry_path: &str, statistics: bool) -> Option<&[u8]> {
+        let body = self.bodies[kind as usize].get_or_init(|| {
+            let scan = lock(&self.scan);
+            let scan = scan.as_ref()?;
+            match kind {
+                Kind::Page => {
+                    let mut out = Vec::new();
+                    let estimate = PAGE_BASE_ESTIMATE
+                        .saturating_add(PAGE_ROW_ESTIMATE.saturating_mul(scan.interfaces.len()));
+                    out.try_reserve_exact(estimate).ok()?;
+                    headroom()?;
+                    page::render(scan, telemetry_path, &mut out);
+                    Some(out)
+                }
+                Kind::Text | Kind::OpenMetrics => {
+                    let format = if let Kind::Text = kind {
+                        Format::Text
+                    } else {
+                        Format::OpenMetrics
+                    };
+                    // Both passes print this one value, so their lengths agree.
+                    let elapsed = self.started.elapsed();
+                    let mut count = metrics::Count::default();
+                    metrics::render_interfaces(scan, statistics, format, &mut count);
+                    metrics::render_self(scan.errors, elapsed, format, &mut count);
+                    let mut out = Vec::new();
+                    out.try_reserve_exact(count.0).ok()?;
+                    headroom()?;
+                    metrics::render_interfaces(scan, statistics, format, &mut out);
+                    metrics::render_self(scan.errors, elapsed, format, &mut out);
+                    Some(out)
+                }
+            }
+        });
+        body.as_deref()
+    }
+
+    /// Called once by each sharer after it took its body: the last one frees the scan.
+    fn done_rendering(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(scan) = lock(&self.scan).take() {
+                *lock(&self.pool.spare) = Some(scan);
+            }
+        }
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if let Some(scan) = lock(&self.scan).take() {
+            *lock(&self.pool.spare) = Some(scan);
+        }
+        *lock(&self.pool.live) -= 1;
+        self.pool.freed.notify_all();
+    }
+}
+
+/// One of the `--web.max-requests` places, held until the response is written.
+struct Ticket<'a>(&'a AtomicUsize);
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether `ALLOC_HEADROOM` more could still be allocated, checked by allocating it (a mapping
+/// of its own, never touched) and giving it back at once.
+fn headroom() -> Option<()> {
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(ALLOC_HEADROOM).ok()?;
+    // Kept opaque so that the allocation is not optimised away.
+    std::hint::black_box(&mut probe);
+    Some(())
+}
+
+/// Locks a mutex that holds only buffers or a slot: a panic elsewhere cannot leave it in a
+/// state that matters.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
     pub fn new(settings: Settings) -> Server {
         Server {
             settings,
-            idle: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            flight: Mutex::new(None),
+            reader: Mutex::new(None),
+            pool: Arc::default(),
         }
     }
 
@@ -122,31 +349,46 @@ impl Server {
             if self.active.fetch_add(1, Ordering::AcqRel) >= self.settings.max_connections {
                 self.active.fetch_sub(1, Ordering::AcqRel);
                 log::debug("connection limit reached", &[("peer", &peer)]);
-                refuse(stream);
+                refuse(stream, b"503 too many connections\n");
                 continue;
             }
+            // A failed spawn drops its closure, and the stream with it (the client would see a
+            // reset), so the stream goes over through a slot this loop still holds.
+            let handover = Arc::new(Mutex::new(Some(stream)));
+            let theirs = Arc::clone(&handover);
             let slot = Slot(Arc::clone(&self));
             let spawned = thread::Builder::new()
                 .name("conn".into())
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    slot.0.serve(stream);
+                    let stream = lock(&theirs).take();
+                    drop(theirs);
+                    if let Some(stream) = stream {
+                        slot.0.serve(stream);
+                    }
                     drop(slot);
                 });
             if let Err(e) = spawned {
-                // The closure, and with it the slot and the stream, was dropped.
-                log::warn("cannot start a connection thread", &[("err", &e)]);
+                log::warn(
+                    "cannot start a connection thread, answering 503",
+                    &[("peer", &peer), ("err", &e)],
+                );
+                if let Some(stream) = lock(&handover).take() {
+                    refuse(stream, b"503 cannot start a connection thread\n");
+                }
             }
         }
     }
 
     fn serve(&self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        // Best effort: without it only the kernel's share of the bound is larger.
+        let _ = sys::set_send_buffer(&stream, SEND_BUFFER);
         let mut conn = Conn {
             stream,
-            input: Vec::with_capacity(1024),
+            input: Vec::new(),
         };
-        // The response being written: small ones whole, a scrape's body a chunk at a time.
+        // The head of the response being written, or a whole small response.
         let mut out = Vec::new();
         let mut first = true;
         loop {
@@ -200,148 +442,195 @@ impl Server {
         let settings = &self.settings;
         let is_metrics = req.path == settings.telemetry_path.as_bytes();
         let is_root = req.path == b"/";
-        let mut body = Vec::new();
-        let (status, content_type) = if !is_metrics && !is_root {
-            body.extend_from_slice(b"404 page not found\n");
-            (Status::NotFound, "text/plain; charset=utf-8")
+        let plain = "text/plain; charset=utf-8";
+        let (status, content_type, body): (_, _, &[u8]) = if !is_metrics && !is_root {
+            (Status::NotFound, plain, b"404 page not found\n")
         } else if req.method == Method::Other {
-            body.extend_from_slice(b"405 method not allowed\n");
-            (Status::MethodNotAllowed, "text/plain; charset=utf-8")
-        } else if is_metrics {
-            return self.scrape(req, conn, out);
+            (Status::MethodNotAllowed, plain, b"405 method not allowed\n")
         } else {
-            match self.with_scan(|scan| page::render(scan, &settings.telemetry_path, &mut body)) {
-                Ok(()) => (Status::Ok, "text/html; charset=utf-8"),
-                Err(e) => scan_failed(&e, &mut body),
-            }
-        };
-        out.clear();
-        http::write_response(
-            out,
-            &Response {
-                status,
-                content_type,
-                body: &body,
-                head_only: req.method == Method::Head,
-                connection: req.connection_header(),
-                allow: status == Status::MethodNotAllowed,
-                date: &date_now(),
-            },
-        );
-        conn.write(out, Instant::now() + WRITE_DEADLINE)
-    }
-
-    /// Answers a scrape. The body is rendered twice from the same scan: once only to count its
-    /// bytes for `Content-Length`, once into a bounded buffer flushed to the socket as it fills,
-    /// so a scrape of thousands of interfaces never holds its whole body in memory.
-    fn scrape(&self, req: &Request<'_>, conn: &mut Conn, out: &mut Vec<u8>) -> io::Result<()> {
-        let start = Instant::now();
-        let format = http::negotiate(req.accept);
-        let statistics = self.settings.options.statistics;
-        let scanned = self.with_scan(|scan| {
-            let mut count = metrics::Count::default();
-            metrics::render_interfaces(scan, statistics, format, &mut count);
-            // Both passes print this one value, so their lengths agree.
-            let elapsed = start.elapsed();
-            metrics::render_self(scan.errors, elapsed, format, &mut count);
-            out.clear();
-            http::write_head(
-                out,
-                Status::Ok,
-                metrics::content_type(format),
-                count.0,
-                req.connection_header(),
-                false,
-                &date_now(),
-            );
-            let deadline = Instant::now() + WRITE_DEADLINE;
-            if req.method == Method::Head {
-                return conn.write(out, deadline);
-            }
-            let mut stream = Stream {
-                conn,
-                buf: out,
-                deadline,
-                result: Ok(()),
+            let kind = match (is_metrics, http::negotiate(req.accept)) {
+                (false, _) => Kind::Page,
+                (true, Format::Text) => Kind::Text,
+                (true, Format::OpenMetrics) => Kind::OpenMetrics,
             };
-            metrics::render_interfaces(scan, statistics, format, &mut stream);
-            metrics::render_self(scan.errors, elapsed, format, &mut stream);
-            stream.flush();
-            stream.result
-        });
-        match scanned {
-            Ok(written) => written,
+            return self.answer_from_scan(req, kind, conn, out);
+        };
+        self.write(req, status, content_type, body, conn, out)
+    }
+
+    /// Answers the metrics or the status page from a generation shared with concurrent
+    /// requests; 503 when the scan failed or a limit or allocation refused it.
+    fn answer_from_scan(
+        &self,
+        req: &Request<'_>,
+        kind: Kind,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let plain = "text/plain; charset=utf-8";
+        // Held until the response is written, as node_exporter counts its in-flight requests.
+        let _ticket = match self.ticket() {
+            Some(t) => t,
+            None => return self.busy(req, Busy::Requests, conn, out),
+        };
+        let generation = match self.generation() {
+            Ok(g) => g,
+            Err(busy) => return self.busy(req, busy, conn, out),
+        };
+        if let Some(e) = &generation.error {
+            // Logged once by the leader; every sharer answers the same.
+            let mut body = Vec::new();
+            body.extend_from_slice(b"503 cannot read every interface: ");
+            body.extend_from_slice(e.to_string().as_bytes());
+            body.push(b'\n');
+            let status = Status::ServiceUnavailable;
+            return self.write(req, status, plain, &body, conn, out);
+        }
+        let statistics = self.settings.options.statistics;
+        let body = generation.body(kind, &self.settings.telemetry_path, statistics);
+        generation.done_rendering();
+        let Some(body) = body else {
+            return self.busy(req, Busy::Memory, conn, out);
+        };
+        let content_type = match kind {
+            Kind::Text => metrics::content_type(Format::Text),
+            Kind::OpenMetrics => metrics::content_type(Format::OpenMetrics),
+            Kind::Page => "text/html; charset=utf-8",
+        };
+        self.write(req, Status::Ok, content_type, body, conn, out)
+    }
+
+    fn ticket(&self) -> Option<Ticket<'_>> {
+        let before = self.requests.fetch_add(1, Ordering::AcqRel);
+        let ticket = Ticket(&self.requests);
+        (before < self.settings.max_requests).then_some(ticket)
+    }
+
+    /// The generation of the scan running, joined, or of a new scan led by this request.
+    fn generation(&self) -> Result<Arc<Generation>, Busy> {
+        let give_up = Instant::now() + GENERATION_WAIT;
+        let mut running = loop {
+            let running = lock(&self.flight);
+            if let Some(flight) = running.as_ref() {
+                flight.joined.fetch_add(1, Ordering::AcqRel);
+                let flight = Arc::clone(flight);
+                drop(running);
+                return flight.wait();
+            }
+            // Counted under the flight lock, the only place a generation is made, so two
+            // leaders cannot both take the last place.
+            let mut live = lock(&self.pool.live);
+            if *live < MAX_GENERATIONS {
+                *live += 1;
+                break running;
+            }
+            // Wait for a generation to go without holding the flight, which others may join.
+            drop(running);
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(Busy::Generations);
+            }
+            let _ = self.pool.freed.wait_timeout(live, give_up - now);
+        };
+        let flight = Arc::new(Flight::default());
+        *running = Some(Arc::clone(&flight));
+        drop(running);
+        let mut leader = Leader {
+            server: self,
+            flight,
+            outcome: None,
+        };
+        let outcome = self.scan();
+        leader.outcome = Some(outcome.clone());
+        drop(leader);
+        outcome
+    }
+
+    /// Scans sysfs afresh into a new generation, which has already been counted as live.
+    fn scan(&self) -> Result<Arc<Generation>, Busy> {
+        let started = Instant::now();
+        let mut generation = Generation {
+            started,
+            error: None,
+            scan: Mutex::new(None),
+            pending: AtomicUsize::new(1),
+            bodies: Default::default(),
+            pool: Arc::clone(&self.pool),
+        };
+        let mut scan = lock(&self.pool.spare).take().unwrap_or_default();
+        // A scan's vectors are its large allocations: room for as many interfaces as last time
+        // and an eighth more is reserved up front, where a refusal can still be a 503. (The
+        // first scan has no estimate and grows them the ordinary way.)
+        let last = self.pool.last_len.load(Ordering::Relaxed);
+        if scan.try_reserve(last.saturating_add(last / 8)).is_err() || headroom().is_none() {
+            *lock(&self.pool.spare) = Some(scan);
+            return Err(Busy::Memory);
+        }
+        let mut reader = lock(&self.reader);
+        let reader = reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
+        match reader.scan(&self.settings.options, &mut scan) {
+            Ok(()) => {
+                self.pool
+                    .last_len
+                    .store(scan.interfaces.len(), Ordering::Relaxed);
+                generation.scan = Mutex::new(Some(scan));
+            }
             Err(e) => {
-                let mut body = Vec::new();
-                let (status, content_type) = scan_failed(&e, &mut body);
-                out.clear();
-                http::write_response(
-                    out,
-                    &Response {
-                        status,
-                        content_type,
-                        body: &body,
-                        head_only: req.method == Method::Head,
-                        connection: req.connection_header(),
-                        allow: false,
-                        date: &date_now(),
-                    },
-                );
-                conn.write(out, Instant::now() + WRITE_DEADLINE)
+                log::warn("scan failed, answering 503", &[("err", &e)]);
+                generation.error = Some(e);
+                *lock(&self.pool.spare) = Some(scan);
             }
         }
+        Ok(Arc::new(generation))
     }
 
-    /// Scans sysfs afresh and hands the result to `f`, unless the scan could not see every
-    /// interface.
-    fn with_scan<T>(&self, f: impl FnOnce(&Scan) -> T) -> Result<T, ScanError> {
-        let taken = self.idle_collectors().pop();
-        let mut c = taken.unwrap_or_else(|| Collector {
-            source: Source::new(self.settings.source, &self.settings.sysfs),
-            scan: Scan::default(),
-        });
-        let result = c
-            .source
-            .scan(&self.settings.options, &mut c.scan)
-            .map(|()| f(&c.scan));
-        let mut idle = self.idle_collectors();
-        if idle.len() < MAX_IDLE_COLLECTORS {
-            idle.push(c);
+    fn busy(
+        &self,
+        req: &Request<'_>,
+        busy: Busy,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let body = busy.body();
+        let why = &body[4..body.len() - 1];
+        match busy {
+            Busy::Memory => log::warn("answering 503", &[("reason", &why)]),
+            Busy::Requests | Busy::Generations => {
+                log::debug("answering 503", &[("reason", &why)]);
+            }
         }
-        result
+        let status = Status::ServiceUnavailable;
+        let plain = "text/plain; charset=utf-8";
+        self.write(req, status, plain, body.as_bytes(), conn, out)
     }
 
-    fn idle_collectors(&self) -> std::sync::MutexGuard<'_, Vec<Collector>> {
-        // A panic elsewhere cannot leave the list in a state that matters: it only holds
-        // buffers.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A response body on its way to the socket through a bounded buffer. The first failed write
-/// is kept and later bytes are dropped: the connection is closed after it anyway.
-struct Stream<'a> {
-    conn: &'a mut Conn,
-    buf: &'a mut Vec<u8>,
-    deadline: Instant,
-    result: io::Result<()>,
-}
-
-impl Stream<'_> {
-    fn flush(&mut self) {
-        if self.result.is_ok() && !self.buf.is_empty() {
-            self.result = self.conn.write(self.buf, self.deadline);
-        }
-        self.buf.clear();
-    }
-}
-
-impl metrics::Out for Stream<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= STREAM_CHUNK {
-            self.flush();
-        }
+    /// Writes a response head into `out` and sends it with `body`, which is written straight
+    /// from where it lies (a generation's shared bytes), never copied per connection.
+    fn write(
+        &self,
+        req: &Request<'_>,
+        status: Status,
+        content_type: &str,
+        body: &[u8],
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        out.clear();
+        http::write_head(
+            out,
+            status,
+            content_type,
+            body.len(),
+            req.connection_header(),
+            status == Status::MethodNotAllowed,
+            &date_now(),
+        );
+        let body = if req.method == Method::Head {
+            &[]
+        } else {
+            body
+        };
+        conn.write(out, body, Instant::now() + WRITE_DEADLINE)
     }
 }
 
@@ -392,6 +681,11 @@ impl Conn {
             }
             let _ = self.stream.set_read_timeout(Some(deadline - now));
             let old = self.input.len();
+            // A connection's one buffer of its own, bounded by the head limits; refused memory
+            // closes the connection instead of aborting the process.
+            if self.input.try_reserve(READ_CHUNK).is_err() {
+                return Err(ReadError::Closed);
+            }
             self.input.resize(old + READ_CHUNK, 0);
             let read = self.stream.read(&mut self.input[old..]);
             self.input.truncate(old + *read.as_ref().unwrap_or(&0));
@@ -415,17 +709,25 @@ impl Conn {
         }
     }
 
-    /// Writes all of `bytes` before `deadline`.
-    fn write(&mut self, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-        while !bytes.is_empty() {
+    /// Writes all of `head` and then `body` before `deadline`, in one system call when the
+    /// socket takes it all.
+    fn write(&mut self, mut head: &[u8], mut body: &[u8], deadline: Instant) -> io::Result<()> {
+        while !head.is_empty() || !body.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             self.stream.set_write_timeout(Some(deadline - now))?;
-            match self.stream.write(bytes) {
+            match self
+                .stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    let from_head = n.min(head.len());
+                    head = &head[from_head..];
+                    body = &body[n - from_head..];
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A peer that hung up or stopped reading is not an error worth a log line.
                 Err(e) => return Err(e),
@@ -453,7 +755,10 @@ impl Conn {
                 date: &date_now(),
             },
         );
-        if self.write(buf, Instant::now() + WRITE_DEADLINE).is_ok() {
+        if self
+            .write(buf, &[], Instant::now() + WRITE_DEADLINE)
+            .is_ok()
+        {
             self.linger();
         }
     }
@@ -481,16 +786,16 @@ impl Conn {
     }
 }
 
-/// Answers a connection over the limit with 503 without giving it a thread: what it already
-/// sent is dropped unread, nothing waits.
-fn refuse(stream: TcpStream) {
+/// Answers a connection over the limit, or one whose thread could not be created, with 503
+/// without giving it a thread: what it already sent is dropped unread, nothing waits.
+fn refuse(stream: TcpStream, body: &[u8]) {
     let mut out = Vec::new();
     http::write_response(
         &mut out,
         &Response {
             status: Status::ServiceUnavailable,
             content_type: "text/plain; charset=utf-8",
-            body: b"503 too many connections\n",
+            body,
             head_only: false,
             connection: Some("close"),
             allow: false,
@@ -508,15 +813,6 @@ fn refuse(stream: TcpStream) {
             }
         }
     }
-}
-
-/// A scan that could not see every interface is answered 503, never a partial 200, and logged.
-fn scan_failed(e: &ScanError, body: &mut Vec<u8>) -> (Status, &'static str) {
-    log::warn("scan failed, answering 503", &[("err", e)]);
-    body.extend_from_slice(b"503 cannot read every interface: ");
-    body.extend_from_slice(e.to_string().as_bytes());
-    body.push(b'\n');
-    (Status::ServiceUnavailable, "text/plain; charset=utf-8")
 }
 
 fn date_now() -> String {

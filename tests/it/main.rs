@@ -12,6 +12,7 @@ mod linkstate;
 mod netlink;
 mod process;
 mod prometheus;
+mod resources;
 mod serve;
 mod untrusted;
 mod util;
