@@ -567,7 +567,8 @@ impl Server {
             return Err(Busy::Memory);
         }
         let mut reader = lock(&self.reader);
-        let reader = reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
+        let reader =
+            reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
         match reader.scan(&self.settings.options, &mut scan) {
             Ok(()) => {
                 self.pool
