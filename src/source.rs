@@ -333,7 +333,7 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, ifindex: u64, addr: &str, rx: u64, tx: u64, changes: u64) -> Interface {
-        let mut stats = [Some(0); 8];
+        let mut stats = [Some(0); crate::model::STATISTICS_LEN];
         stats[1] = Some(rx);
         stats[5] = Some(tx);
         Interface {
