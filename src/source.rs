@@ -170,7 +170,8 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
         );
     }
     let mut nl = netlink::Reader::new();
-    let mut sys = sysfs::Reader::new(root);
+    // The check compares rx_packets and tx_packets, the second and sixth counters.
+    let mut sys = sysfs::Reader::new(root).with_statistics(8);
     let opts = Options {
         statistics: true,
         ..Options::default()
