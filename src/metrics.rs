@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::http::Format;
-use crate::model::{Interface, OperState, Scan};
+use crate::model::{self, Interface, OperState, Scan, STATISTICS};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -73,53 +73,21 @@ const SPEED: Family = Family {
     kind: Kind::Gauge,
     help: "Link speed in bytes per second (speed); no sample when the driver does not know it.",
 };
+const PROMISCUOUS: Family = Family {
+    name: "interface_promiscuous",
+    kind: Kind::Gauge,
+    help: "Whether the interface receives promiscuously for any reason, as IF-MIB's ifPromiscuousMode (IFF_PROMISC in sysfs flags; IFLA_PROMISCUITY > 0 with netlink, whose flags show only a user's request).",
+};
+const TX_QUEUE_LEN: Family = Family {
+    name: "interface_transmit_queue_length",
+    kind: Kind::Gauge,
+    help: "Transmit queue length in packets (tx_queue_len in sysfs, IFLA_TXQLEN with netlink).",
+};
 const INFO: Family = Family {
     name: "interface_info",
     kind: Kind::Info,
-    help: "Interface attributes as labels (address, duplex, ifalias, operstate); always 1.",
+    help: "Interface attributes as labels; always 1. address, duplex, ifalias, operstate, ifindex and type (the ARPHRD name as iproute2 gives it, else the number) are read alike by both sources; kind is IFLA_INFO_KIND with netlink, and from sysfs only where uevent DEVTYPE names it; master is the bond or bridge the interface is enslaved to.",
 };
-const STATISTICS: [Family; 8] = [
-    Family {
-        name: "interface_receive_bytes_total",
-        kind: Kind::Counter,
-        help: "Bytes received (statistics/rx_bytes).",
-    },
-    Family {
-        name: "interface_receive_packets_total",
-        kind: Kind::Counter,
-        help: "Packets received (statistics/rx_packets).",
-    },
-    Family {
-        name: "interface_receive_errors_total",
-        kind: Kind::Counter,
-        help: "Receive errors (statistics/rx_errors).",
-    },
-    Family {
-        name: "interface_receive_dropped_total",
-        kind: Kind::Counter,
-        help: "Received packets dropped (statistics/rx_dropped).",
-    },
-    Family {
-        name: "interface_transmit_bytes_total",
-        kind: Kind::Counter,
-        help: "Bytes transmitted (statistics/tx_bytes).",
-    },
-    Family {
-        name: "interface_transmit_packets_total",
-        kind: Kind::Counter,
-        help: "Packets transmitted (statistics/tx_packets).",
-    },
-    Family {
-        name: "interface_transmit_errors_total",
-        kind: Kind::Counter,
-        help: "Transmit errors (statistics/tx_errors).",
-    },
-    Family {
-        name: "interface_transmit_dropped_total",
-        kind: Kind::Counter,
-        help: "Transmitted packets dropped (statistics/tx_dropped).",
-    },
-];
 const BUILD_INFO: Family = Family {
     name: "interfaces_exporter_build_info",
     kind: Kind::Info,
@@ -212,6 +180,8 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
         (&SPEED, |i| {
             i.speed_mbps.and_then(|m| m.checked_mul(125_000))
         }),
+        (&PROMISCUOUS, |i| i.promiscuous.map(u64::from)),
+        (&TX_QUEUE_LEN, |i| i.tx_queue_len),
     ] {
         header(out, family, format);
         for i in ifaces {
@@ -220,17 +190,32 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
     }
     header(out, &INFO, format);
     for i in ifaces {
-        let labels: [(&str, &[u8]); 4] = [
+        let (mut index, mut number) = ([0; 20], [0; 20]);
+        let link_type = match i.link_type {
+            Some(n) => model::link_type_name(n)
+                .map_or_else(|| decimal(u64::from(n), &mut number), str::as_bytes),
+            None => &[],
+        };
+        let labels: [(&str, &[u8]); 8] = [
             ("address", &i.address),
             ("duplex", &i.duplex),
             ("ifalias", &i.ifalias),
             ("operstate", &i.operstate),
+            ("ifindex", i.ifindex.map_or(&[], |n| decimal(n, &mut index))),
+            ("type", link_type),
+            ("kind", &i.kind),
+            ("master", &i.master),
         ];
         sample(out, INFO.name, i, &labels, 1);
     }
     if statistics {
-        for (n, family) in STATISTICS.iter().enumerate() {
-            header(out, family, format);
+        for (n, stat) in STATISTICS.iter().enumerate() {
+            let family = Family {
+                name: stat.metric,
+                kind: Kind::Counter,
+                help: stat.help,
+            };
+            header(out, &family, format);
             for i in ifaces {
                 optional(out, family.name, i, i.statistics.and_then(|s| s[n]));
             }
@@ -374,8 +359,13 @@ pub fn push_escaped(out: &mut impl Out, value: &[u8]) {
 }
 
 /// Appends the decimal digits of `v` without going through `fmt`.
-pub fn push_u64(out: &mut impl Out, mut v: u64) {
+pub fn push_u64(out: &mut impl Out, v: u64) {
     let mut digits = [0u8; 20];
+    out.put(decimal(v, &mut digits));
+}
+
+/// The decimal digits of `v`, written at the end of `digits` (20 hold `u64::MAX`).
+fn decimal(mut v: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -385,7 +375,7 @@ pub fn push_u64(out: &mut impl Out, mut v: u64) {
             break;
         }
     }
-    out.put(&digits[i..]);
+    &digits[i..]
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! The plain model both sources fill and every renderer reads: [`Interface`], [`OperState`],
-//! the [`Scan`] of one request, and the filter [`Options`].
+//! the [`Scan`] of one request, and the filter [`Options`]; plus the two tables both sources
+//! and the renderers share, so that they cannot drift apart: the kernel's interface counters
+//! ([`STATISTICS`]) and the names of link types ([`link_type_name`]).
 //!
 //! Invariant: imports nothing of ours but [`Glob`]; knows no source, no renderer and no IO.
 
+use std::ffi::CStr;
 use std::fmt;
 use std::io;
 
@@ -89,14 +92,182 @@ pub struct Interface {
     pub address: Vec<u8>,
     pub duplex: Vec<u8>,
     pub ifalias: Vec<u8>,
-    /// Present only with `--collector.statistics`, in the order of `sysfs::STATISTICS`.
-    pub statistics: Option<[Option<u64>; 8]>,
+    /// The link layer type, an `ARPHRD_*` number: sysfs `type`, netlink `ifi_type`.
+    pub link_type: Option<u16>,
+    /// What created the interface (`veth`, `bridge`, `vxlan`, ...): netlink
+    /// `IFLA_INFO_KIND`; sysfs only where `uevent`'s `DEVTYPE` tells it, else empty. The one
+    /// value the two sources may disagree on.
+    pub kind: Vec<u8>,
+    /// The name of the bond or bridge the interface is enslaved to; empty if none.
+    pub master: Vec<u8>,
+    /// Whether the interface receives promiscuously, as IF-MIB's ifPromiscuousMode means it:
+    /// for any reason (a user, a bridge, a packet capture), not only because a user asked.
+    pub promiscuous: Option<bool>,
+    /// The transmit queue length in packets: sysfs `tx_queue_len`, netlink `IFLA_TXQLEN`.
+    pub tx_queue_len: Option<u64>,
+    /// Present only with `--collector.statistics`, in the order of [`STATISTICS`].
+    pub statistics: Option<[Option<u64>; STATISTICS_LEN]>,
 }
 
 impl Interface {
     pub fn oper(&self) -> OperState {
         OperState::parse(&self.operstate)
     }
+}
+
+/// One counter of the kernel's `struct rtnl_link_stats64`, as both sources read it and the
+/// renderer names it.
+#[derive(Debug)]
+pub struct Statistic {
+    /// The sysfs file, relative to the interface directory; `None` where sysfs has none.
+    pub file: Option<&'static CStr>,
+    /// The family's sample name.
+    pub metric: &'static str,
+    pub help: &'static str,
+    /// The field's position in `struct rtnl_link_stats64` (linux/if_link.h), counted in u64s.
+    pub stats64: usize,
+}
+
+/// How many counters [`STATISTICS`] holds.
+pub const STATISTICS_LEN: usize = 25;
+
+/// Every field of `struct rtnl_link_stats64`, read with `--collector.statistics`: from
+/// `statistics/<field>` with sysfs, from `IFLA_STATS64` with netlink. The first eight keep the
+/// order they were written in before the other seventeen came; `rx_otherhost_dropped` (Linux
+/// 5.19) has no sysfs file, so it has samples only from netlink.
+pub const STATISTICS: [Statistic; STATISTICS_LEN] = [
+    stat(c"statistics/rx_bytes", 2, "interface_receive_bytes_total", "Bytes received (statistics/rx_bytes)."),
+    stat(c"statistics/rx_packets", 0, "interface_receive_packets_total", "Packets received (statistics/rx_packets)."),
+    stat(c"statistics/rx_errors", 4, "interface_receive_errors_total", "Receive errors (statistics/rx_errors)."),
+    stat(c"statistics/rx_dropped", 6, "interface_receive_dropped_total", "Received packets dropped (statistics/rx_dropped)."),
+    stat(c"statistics/tx_bytes", 3, "interface_transmit_bytes_total", "Bytes transmitted (statistics/tx_bytes)."),
+    stat(c"statistics/tx_packets", 1, "interface_transmit_packets_total", "Packets transmitted (statistics/tx_packets)."),
+    stat(c"statistics/tx_errors", 5, "interface_transmit_errors_total", "Transmit errors (statistics/tx_errors)."),
+    stat(c"statistics/tx_dropped", 7, "interface_transmit_dropped_total", "Transmitted packets dropped (statistics/tx_dropped)."),
+    stat(c"statistics/multicast", 8, "interface_receive_multicast_total", "Multicast packets received (statistics/multicast)."),
+    stat(c"statistics/collisions", 9, "interface_transmit_collisions_total", "Collisions while transmitting (statistics/collisions)."),
+    stat(c"statistics/rx_length_errors", 10, "interface_receive_length_errors_total", "Received frames with a wrong length (statistics/rx_length_errors)."),
+    stat(c"statistics/rx_over_errors", 11, "interface_receive_over_errors_total", "Receive ring buffer overflows (statistics/rx_over_errors)."),
+    stat(c"statistics/rx_crc_errors", 12, "interface_receive_crc_errors_total", "Received frames with a bad CRC (statistics/rx_crc_errors)."),
+    stat(c"statistics/rx_frame_errors", 13, "interface_receive_frame_errors_total", "Received frames misaligned (statistics/rx_frame_errors)."),
+    stat(c"statistics/rx_fifo_errors", 14, "interface_receive_fifo_errors_total", "Receive FIFO errors (statistics/rx_fifo_errors)."),
+    stat(c"statistics/rx_missed_errors", 15, "interface_receive_missed_errors_total", "Packets the device missed for lack of buffers (statistics/rx_missed_errors)."),
+    stat(c"statistics/tx_aborted_errors", 16, "interface_transmit_aborted_errors_total", "Transmissions aborted (statistics/tx_aborted_errors)."),
+    stat(c"statistics/tx_carrier_errors", 17, "interface_transmit_carrier_errors_total", "Transmissions that lost the carrier (statistics/tx_carrier_errors)."),
+    stat(c"statistics/tx_fifo_errors", 18, "interface_transmit_fifo_errors_total", "Transmit FIFO errors (statistics/tx_fifo_errors)."),
+    stat(c"statistics/tx_heartbeat_errors", 19, "interface_transmit_heartbeat_errors_total", "Transmit heartbeat (SQE test) errors (statistics/tx_heartbeat_errors)."),
+    stat(c"statistics/tx_window_errors", 20, "interface_transmit_window_errors_total", "Late collisions while transmitting (statistics/tx_window_errors)."),
+    stat(c"statistics/rx_compressed", 21, "interface_receive_compressed_total", "Compressed packets received (statistics/rx_compressed)."),
+    stat(c"statistics/tx_compressed", 22, "interface_transmit_compressed_total", "Compressed packets transmitted (statistics/tx_compressed)."),
+    stat(c"statistics/rx_nohandler", 23, "interface_receive_nohandler_total", "Received packets no protocol took, dropped (statistics/rx_nohandler)."),
+    Statistic {
+        file: None,
+        stats64: 24,
+        metric: "interface_receive_otherhost_dropped_total",
+        help: "Received packets for another host, dropped (IFLA_STATS64 rx_otherhost_dropped; netlink only, sysfs has no file for it).",
+    },
+];
+
+const fn stat(
+    file: &'static CStr,
+    stats64: usize,
+    metric: &'static str,
+    help: &'static str,
+) -> Statistic {
+    Statistic {
+        file: Some(file),
+        metric,
+        help,
+        stats64,
+    }
+}
+
+/// Link layer types (`ARPHRD_*` in linux/if_arp.h) as iproute2 names them in `ip link`
+/// (`link/ether`, `link/none`), so the label reads as an operator knows it. Sorted by number.
+const LINK_TYPES: &[(u16, &str)] = &[
+    (0, "netrom"),
+    (1, "ether"),
+    (2, "eether"),
+    (3, "ax25"),
+    (4, "pronet"),
+    (5, "chaos"),
+    (6, "ieee802"),
+    (7, "arcnet"),
+    (8, "atalk"),
+    (15, "dlci"),
+    (19, "atm"),
+    (23, "metricom"),
+    (24, "ieee1394"),
+    (32, "infiniband"),
+    (256, "slip"),
+    (257, "cslip"),
+    (258, "slip6"),
+    (259, "cslip6"),
+    (260, "rsrvd"),
+    (264, "adapt"),
+    (270, "rose"),
+    (271, "x25"),
+    (272, "hwx25"),
+    (280, "can"),
+    (512, "ppp"),
+    (513, "hdlc"),
+    (516, "lapb"),
+    (517, "ddcmp"),
+    (518, "rawhdlc"),
+    (768, "ipip"),
+    (769, "tunnel6"),
+    (770, "frad"),
+    (771, "skip"),
+    (772, "loopback"),
+    (773, "ltalk"),
+    (774, "fddi"),
+    (775, "bif"),
+    (776, "sit"),
+    (777, "ip/ddp"),
+    (778, "gre"),
+    (779, "pimreg"),
+    (780, "hippi"),
+    (781, "ash"),
+    (782, "econet"),
+    (783, "irda"),
+    (784, "fcpp"),
+    (785, "fcal"),
+    (786, "fcpl"),
+    (787, "fcfb0"),
+    (788, "fcfb1"),
+    (789, "fcfb2"),
+    (790, "fcfb3"),
+    (791, "fcfb4"),
+    (792, "fcfb5"),
+    (793, "fcfb6"),
+    (794, "fcfb7"),
+    (795, "fcfb8"),
+    (796, "fcfb9"),
+    (797, "fcfb10"),
+    (798, "fcfb11"),
+    (799, "fcfb12"),
+    (800, "tr"),
+    (801, "ieee802.11"),
+    (802, "ieee802.11/prism"),
+    (803, "ieee802.11/radiotap"),
+    (804, "ieee802.15.4"),
+    (805, "ieee802.15.4/monitor"),
+    (820, "phonet"),
+    (821, "phonet_pipe"),
+    (822, "caif"),
+    (823, "gre6"),
+    (824, "netlink"),
+    (825, "6lowpan"),
+    (0xfffe, "none"),
+    (0xffff, "void"),
+];
+
+/// The iproute2 name of an `ARPHRD_*` number; `None` where it has none (the number is shown).
+pub fn link_type_name(n: u16) -> Option<&'static str> {
+    LINK_TYPES
+        .binary_search_by_key(&n, |&(k, _)| k)
+        .ok()
+        .map(|i| LINK_TYPES[i].1)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -211,6 +382,66 @@ mod tests {
         let all = Options::default();
         assert!(all.wants(b"lo"));
         Ok(())
+    }
+
+    #[track_caller]
+    fn check_link_type(n: u16, expected: Option<&str>) {
+        assert_eq!(link_type_name(n), expected, "ARPHRD {n}");
+    }
+
+    #[test]
+    fn link_types() {
+        // What the test machine's interfaces are, and the edges of the table.
+        for (n, name) in [
+            (0, Some("netrom")),
+            (1, Some("ether")),
+            (772, Some("loopback")),
+            (776, Some("sit")),
+            (768, Some("ipip")),
+            (778, Some("gre")),
+            (823, Some("gre6")),
+            (801, Some("ieee802.11")),
+            (32, Some("infiniband")),
+            (512, Some("ppp")),
+            (65534, Some("none")),
+            (65535, Some("void")),
+            // No name in iproute2: the number is shown instead.
+            (9, None),
+            (27, None),
+            (290, None),
+            (519, None),
+            (826, None),
+            (65533, None),
+        ] {
+            check_link_type(n, name);
+        }
+        // Binary search needs the table sorted, and a number named twice would hide one.
+        assert!(LINK_TYPES.windows(2).all(|w| w[0].0 < w[1].0));
+        for &(n, name) in LINK_TYPES {
+            check_link_type(n, Some(name));
+        }
+    }
+
+    #[test]
+    fn the_statistics_table_covers_rtnl_link_stats64_once() {
+        let mut seen = [false; STATISTICS_LEN];
+        for s in &STATISTICS {
+            assert!(!seen[s.stats64], "{} twice", s.stats64);
+            seen[s.stats64] = true;
+            assert!(s.metric.starts_with("interface_") && s.metric.ends_with("_total"));
+            assert!(s.help.ends_with('.'), "{}", s.help);
+            // The sysfs file is the struct's field name, which the help names too.
+            if let Some(file) = s.file {
+                let file = file.to_str().unwrap_or("");
+                assert!(file.starts_with("statistics/"), "{file}");
+                assert!(s.help.contains(file), "{}", s.help);
+            }
+        }
+        let files = STATISTICS.iter().filter(|s| s.file.is_some()).count();
+        assert_eq!(files, 24);
+        // The order the eight older families were written in, which source.rs relies on.
+        assert_eq!(STATISTICS[1].metric, "interface_receive_packets_total");
+        assert_eq!(STATISTICS[5].metric, "interface_transmit_packets_total");
     }
 
     #[test]

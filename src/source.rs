@@ -170,7 +170,8 @@ pub fn choose(choice: Choice, root: &Path) -> Result<Chosen, StartError> {
         );
     }
     let mut nl = netlink::Reader::new();
-    let mut sys = sysfs::Reader::new(root);
+    // The check compares rx_packets and tx_packets, the second and sixth counters.
+    let mut sys = sysfs::Reader::new(root).with_statistics(8);
     let opts = Options {
         statistics: true,
         ..Options::default()
@@ -333,7 +334,7 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, ifindex: u64, addr: &str, rx: u64, tx: u64, changes: u64) -> Interface {
-        let mut stats = [Some(0); 8];
+        let mut stats = [Some(0); crate::model::STATISTICS_LEN];
         stats[1] = Some(rx);
         stats[5] = Some(tx);
         Interface {

@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::model::{Interface, OperState, Options, Scan, ScanError};
+use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS, STATISTICS_LEN};
 use crate::sys::{self, Open, Resolve};
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
@@ -77,16 +77,23 @@ const OPENAT2_UNKNOWN: u8 = 0;
 const OPENAT2_WORKS: u8 = 1;
 const OPENAT2_REFUSED: u8 = 2;
 
-/// The counters read with `--collector.statistics`, in this order.
-pub const STATISTICS: [&CStr; 8] = [
-    c"statistics/rx_bytes",
-    c"statistics/rx_packets",
-    c"statistics/rx_errors",
-    c"statistics/rx_dropped",
-    c"statistics/tx_bytes",
-    c"statistics/tx_packets",
-    c"statistics/tx_errors",
-    c"statistics/tx_dropped",
+/// `flags` bits (linux/if.h): administratively up, and receiving promiscuously for any reason
+/// (sysfs shows the device's own flags, which a bridge port or a packet capture sets too).
+const IFF_UP: u64 = 0x1;
+const IFF_PROMISC: u64 = 0x100;
+
+/// `uevent` `DEVTYPE` values that are also the link kind netlink reports for the interface
+/// (`IFLA_INFO_KIND`): the driver names its device type after its kind. Any other `DEVTYPE`
+/// (`wlan`, `gadget`, `dsa`) is no kind, so that the two sources never disagree on a non-empty
+/// value; a veth, macvlan or tun has no `DEVTYPE` at all.
+const DEVTYPE_KINDS: &[&str] = &[
+    "bond",
+    "bridge",
+    "geneve",
+    "macsec",
+    "vlan",
+    "vxlan",
+    "wireguard",
 ];
 
 /// Why the sysfs root cannot be used at all.
@@ -133,6 +140,10 @@ pub struct Reader {
     buf: Box<[u8; ATTR_BUF]>,
     /// `class/net/<name>\0` for each entry of the last listing that may be an interface.
     paths: Vec<Vec<u8>>,
+    /// `class/net/<master>\0`, to check that a `master` link names an interface.
+    master_path: Vec<u8>,
+    /// How many of [`STATISTICS`] a scan with statistics reads: all, except for `auto`'s check.
+    statistics: usize,
 }
 
 impl Reader {
@@ -142,7 +153,17 @@ impl Reader {
             class_net: root.join("class/net"),
             buf: Box::new([0; ATTR_BUF]),
             paths: Vec::new(),
+            master_path: Vec::new(),
+            statistics: STATISTICS_LEN,
         }
+    }
+
+    /// A reader whose scans with statistics read only the first `n` counters of
+    /// [`STATISTICS`]. `auto`'s check compares packet counters, which are among the first
+    /// eight; reading all 24 files would triple its cost on a host with many interfaces.
+    pub fn with_statistics(mut self, n: usize) -> Reader {
+        self.statistics = n.min(STATISTICS_LEN);
+        self
     }
 
     /// Reads every interface under the root into `scan`. An error means the scan could not
@@ -242,7 +263,7 @@ impl Reader {
         };
         // The directory is opened once (O_PATH: no read access needed, nothing allocated in
         // sysfs) and every attribute relative to it, which spares the kernel walking the
-        // whole path and the class/net symlink eleven times.
+        // whole path and the class/net symlink for each of a dozen attributes.
         let dir = match open_beneath(root, path, Open::Path, Resolve::Beneath) {
             Ok(dir) => dir,
             Err(err) => {
@@ -265,7 +286,9 @@ impl Reader {
             *r.errors += 1;
         }
         iface.ifindex = r.number(c"ifindex", parse_u64);
-        iface.admin_up = r.number(c"flags", parse_hex).map(|f| f & 1 == 1);
+        let flags = r.number(c"flags", parse_hex);
+        iface.admin_up = flags.map(|f| f & IFF_UP != 0);
+        iface.promiscuous = flags.map(|f| f & IFF_PROMISC != 0);
         iface.carrier = match r.number(c"carrier", parse_u64) {
             Some(0) => Some(false),
             Some(1) => Some(true),
@@ -290,16 +313,54 @@ impl Reader {
                 None => field.clear(),
             }
         }
+        iface.link_type = r.number(c"type", parse_u16);
+        iface.tx_queue_len = r.number(c"tx_queue_len", parse_u64);
+        iface.kind.clear();
+        if let Some(kind) = r.attr(c"uevent").and_then(devtype_kind) {
+            iface.kind.extend_from_slice(kind.as_bytes());
+        }
+        // The link is read, never followed: its target is a path in devices/ that may lead
+        // anywhere in a planted tree, and only its last component, an interface name, is used.
+        iface.master.clear();
+        if let Some(target) = r.link(c"master") {
+            match master_name(target) {
+                Some(name) => iface.master.extend_from_slice(name),
+                None => *r.errors += 1,
+            }
+        }
         iface.statistics = if opts.statistics {
-            let mut stats = [None; 8];
-            for (slot, attr) in stats.iter_mut().zip(STATISTICS) {
-                *slot = r.number(attr, parse_u64);
+            let mut stats = [None; STATISTICS_LEN];
+            let wanted = &STATISTICS[..self.statistics];
+            for (slot, stat) in stats.iter_mut().zip(wanted) {
+                if let Some(file) = stat.file {
+                    *slot = r.number(file, parse_u64);
+                }
             }
             Some(stats)
         } else {
             None
         };
-        r.fatal.map_or(Ok(true), Err)
+        if let Some(e) = r.fatal {
+            return Err(e);
+        }
+        // A master is kept only when class/net holds an interface of that name, found the way
+        // every interface is (beneath the root); a link to anything else is no master.
+        if !iface.master.is_empty() {
+            let path = &mut self.master_path;
+            path.clear();
+            path.extend_from_slice(CLASS_NET);
+            path.extend_from_slice(&iface.master);
+            path.push(0);
+            let found = match CStr::from_bytes_with_nul(path) {
+                Ok(path) => open_beneath(root, path, Open::Path, Resolve::Beneath),
+                Err(_) => Err(io::Error::from_raw_os_error(ENOENT)),
+            };
+            if let Err(err) = found {
+                iface.master.clear();
+                place.fail(Some(c"master"), err, r.errors)?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -509,6 +570,32 @@ impl AttrReader<'_> {
         }
     }
 
+    /// The target of the symlink `attr`, read with `readlinkat` relative to the directory and
+    /// never followed. `None` when there is none (ENOENT; EINVAL for a file that is no link).
+    fn link(&mut self, attr: &CStr) -> Option<&[u8]> {
+        if self.fatal.is_some() {
+            return None;
+        }
+        let result = sys::read_link_at(self.dir, attr, &mut self.buf[..]).and_then(|n| {
+            if n == ATTR_BUF {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "link target longer than a page",
+                ));
+            }
+            Ok(n)
+        });
+        match result {
+            Ok(n) => Some(&self.buf[..n]),
+            Err(err) => {
+                if let Err(e) = self.place.fail(Some(attr), err, self.errors) {
+                    self.fatal = Some(e);
+                }
+                None
+            }
+        }
+    }
+
     fn number<T>(&mut self, attr: &CStr, parse: fn(&[u8]) -> Option<T>) -> Option<T> {
         let value = self.attr(attr)?;
         let parsed = parse(trim_newline(value));
@@ -565,6 +652,33 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
             None
         }
     })
+}
+
+/// `type` is an ARPHRD number, which the kernel keeps in 16 bits.
+pub fn parse_u16(s: &[u8]) -> Option<u16> {
+    u16::try_from(parse_u64(s)?).ok()
+}
+
+/// The link kind `uevent` tells: its `DEVTYPE=` line, when that names a kind (see
+/// [`DEVTYPE_KINDS`]).
+fn devtype_kind(uevent: &[u8]) -> Option<&'static str> {
+    let devtype = uevent
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"DEVTYPE="))?;
+    DEVTYPE_KINDS
+        .iter()
+        .find(|k| k.as_bytes() == devtype)
+        .copied()
+}
+
+/// The interface a `master` link points to: the last component of its target
+/// (`../br0`, `../../../virtual/net/bond0`). `None` when that cannot be an interface name.
+fn master_name(target: &[u8]) -> Option<&[u8]> {
+    let name = target.rsplit(|&b| b == b'/').next()?;
+    match name {
+        b"" | b"." | b".." => None,
+        _ => Some(name),
+    }
 }
 
 /// `flags` is printed as `0x%x`.
@@ -657,6 +771,66 @@ mod tests {
         assert_eq!(parse_speed(b"4294967295"), Some(None));
         assert_eq!(parse_speed(b"-2"), None);
         assert_eq!(parse_speed(b"fast"), None);
+    }
+
+    #[test]
+    fn link_facts() {
+        // `uevent` as the kernel writes it; only a DEVTYPE that is also a link kind counts.
+        let kinds: &[(&[u8], Option<&str>)] = &[
+            (
+                b"INTERFACE=br0\nIFINDEX=5\nDEVTYPE=bridge\n",
+                Some("bridge"),
+            ),
+            (b"DEVTYPE=vxlan", Some("vxlan")),
+            (b"INTERFACE=bond0\nIFINDEX=7\nDEVTYPE=bond\n", Some("bond")),
+            (b"INTERFACE=ie-a\nIFINDEX=5\n", None),
+            (b"INTERFACE=wlan0\nIFINDEX=3\nDEVTYPE=wlan\n", None),
+            (b"DEVTYPE=bridge0\n", None),
+            (b"DEVTYPE=\n", None),
+            (b"XDEVTYPE=bridge\n", None),
+            (b"INTERFACE=DEVTYPE=bridge\n", None),
+            (b"", None),
+            (b"\xff\xfe", None),
+        ];
+        for &(uevent, kind) in kinds {
+            assert_eq!(
+                devtype_kind(uevent),
+                kind,
+                "{:?}",
+                String::from_utf8_lossy(uevent)
+            );
+        }
+        // The `master` link's target as the kernel makes it, and what no name can be.
+        let masters: &[(&[u8], Option<&[u8]>)] = &[
+            (b"../br0", Some(b"br0")),
+            (b"../../../virtual/net/bond0", Some(b"bond0")),
+            (b"br0", Some(b"br0")),
+            (b"../", None),
+            (b"..", None),
+            (b"../.", None),
+            (b"", None),
+            (b"/", None),
+        ];
+        for &(target, name) in masters {
+            assert_eq!(
+                master_name(target),
+                name,
+                "{:?}",
+                String::from_utf8_lossy(target)
+            );
+        }
+        let types: &[(&[u8], Option<u16>)] = &[
+            (b"1", Some(1)),
+            (b"772", Some(772)),
+            (b"65534", Some(65534)),
+            (b"65535", Some(65535)),
+            (b"65536", None),
+            (b"-1", None),
+            (b"0x1", None),
+        ];
+        for &(text, n) in types {
+            assert_eq!(parse_u16(text), n, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 
     /// A `struct linux_dirent64` as the kernel lays it out, padded to 8 bytes.

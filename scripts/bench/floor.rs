@@ -33,9 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The files a default scrape reads for each interface, in the order `Reader::read_interface`
-/// in src/sysfs.rs reads them. Keep the two in step; `--attrs` overrides this list.
-const DEFAULT_ATTRS: &str = "operstate,flags,carrier,carrier_changes,carrier_up_count,\
-carrier_down_count,mtu,speed,address,duplex,ifalias";
+/// in src/sysfs.rs reads them. Keep the two in step; `--attrs` overrides this list. The scrape
+/// also reads the `master` symlink with `readlinkat`, which opens nothing and is left out here.
+const DEFAULT_ATTRS: &str = "operstate,ifindex,flags,carrier,carrier_changes,carrier_up_count,\
+carrier_down_count,mtu,speed,address,duplex,ifalias,type,tx_queue_len,uevent";
 
 /// The exporter's attribute buffer: one page, which is all a sysfs `show` callback may write.
 const ATTR_BUF: usize = 4096;

@@ -179,9 +179,19 @@ fn aliases_and_addresses_come_back_escaped_with(source: &str) -> Result {
         .lines()
         .find(|l| l.starts_with("interface_info{interface=\"ie-a\""))
         .ok_or("no interface_info for ie-a")?;
+    let ifindex = run(p.ns.cmd("cat").arg("/sys/class/net/ie-a/ifindex"))?;
+    // sysfs cannot tell a veth by its uevent; netlink names the kind.
+    let kind = if source.ends_with("sysfs") {
+        ""
+    } else {
+        "veth"
+    };
     assert_eq!(
         info,
-        "interface_info{interface=\"ie-a\",address=\"02:00:00:00:00:0a\",duplex=\"full\",ifalias=\"uplink \\\"core\\\" \\\\ rack 7\",operstate=\"up\"} 1"
+        format!(
+            "interface_info{{interface=\"ie-a\",address=\"02:00:00:00:00:0a\",duplex=\"full\",ifalias=\"uplink \\\"core\\\" \\\\ rack 7\",operstate=\"up\",ifindex=\"{}\",type=\"ether\",kind=\"{kind}\",master=\"\"}} 1",
+            ifindex.trim()
+        )
     );
     Ok(())
 }
@@ -252,23 +262,71 @@ fn statistics_only_when_asked_with(source: &str) -> Result {
 /// A fixture interface with every quirk the kernel has, rendered whole in both formats.
 fn quirks() -> Result<Fixture> {
     let f = Fixture::new()?;
-    f.ethernet("eth0", "up")?;
+    let eth0 = f.ethernet("eth0", "up")?;
+    // The link facts, and every counter sysfs has, each with a value of its own.
+    for (attr, value) in [
+        ("ifindex", "2"),
+        ("type", "1"),
+        ("tx_queue_len", "1000"),
+        ("uevent", "INTERFACE=eth0\nIFINDEX=2\n"),
+    ] {
+        std::fs::write(eth0.join(attr), format!("{value}\n"))?;
+    }
+    for (n, stat) in [
+        "multicast",
+        "collisions",
+        "rx_length_errors",
+        "rx_over_errors",
+        "rx_crc_errors",
+        "rx_frame_errors",
+        "rx_fifo_errors",
+        "rx_missed_errors",
+        "tx_aborted_errors",
+        "tx_carrier_errors",
+        "tx_fifo_errors",
+        "tx_heartbeat_errors",
+        "tx_window_errors",
+        "rx_compressed",
+        "tx_compressed",
+        "rx_nohandler",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(eth0.join("statistics").join(stat), format!("{}\n", 101 + n))?;
+    }
+    // A bridge, told by its uevent, with eth1 as its port: promiscuous through the bridge.
+    f.iface(
+        "br0",
+        &[
+            ("operstate", "up"),
+            ("flags", "0x1003"),
+            ("ifindex", "4"),
+            ("type", "1"),
+            ("tx_queue_len", "1000"),
+            ("uevent", "INTERFACE=br0\nIFINDEX=4\nDEVTYPE=bridge"),
+        ],
+    )?;
     // Admin down: hex flags without IFF_UP; carrier, speed and duplex refused. A regular file
     // cannot return EINVAL, so they are absent, which the kernel's ENOENT cases look like.
-    f.iface(
+    let eth1 = f.iface(
         "eth1",
         &[
             ("operstate", "down"),
-            ("flags", "0x1002"),
+            ("flags", "0x1102"),
             ("carrier_changes", "0"),
             ("carrier_up_count", "0"),
             ("carrier_down_count", "0"),
             ("mtu", "9000"),
             ("address", "52:54:00:00:00:01"),
             ("ifalias", ""),
+            ("type", "1"),
+            ("tx_queue_len", "0"),
+            ("uevent", "INTERFACE=eth1\nIFINDEX=3\nDEVTYPE=wlan"),
         ],
     )?;
-    // Speed unknown (-1), odd alias and duplex, a loopback-like unknown state.
+    std::os::unix::fs::symlink("../br0", eth1.join("master"))?;
+    // Speed unknown (-1), odd alias and duplex, a loopback-like unknown state, no link layer.
     f.iface(
         "tun0",
         &[
@@ -280,10 +338,14 @@ fn quirks() -> Result<Fixture> {
             ("duplex", "unknown"),
             ("ifalias", "wg \"to\" <hq> \\ 1"),
             ("address", ""),
+            ("type", "65534"),
+            ("tx_queue_len", "500"),
         ],
     )?;
     // Faults: a non-numeric mtu, a flags value without 0x, a carrier of 2, an attribute that is
-    // a directory, a huge one, and a symlink loop that returns ELOOP.
+    // a directory, a huge one, and a symlink loop that returns ELOOP; a type iproute2 has no
+    // name for, a type past 16 bits, a master link that leads out of the root to something
+    // that is no interface, and one that names no interface at all.
     let bad = f.iface(
         "bad0",
         &[
@@ -291,11 +353,19 @@ fn quirks() -> Result<Fixture> {
             ("flags", "1003"),
             ("carrier", "2"),
             ("mtu", "lots"),
+            ("type", "519"),
+            ("tx_queue_len", "-1"),
         ],
     )?;
     std::fs::create_dir(bad.join("speed"))?;
     std::fs::write(bad.join("ifalias"), "x".repeat(10_000))?;
     std::os::unix::fs::symlink("carrier_changes", bad.join("carrier_changes"))?;
+    std::os::unix::fs::symlink("../../../../../../../etc", bad.join("master"))?;
+    let bad1 = f.iface(
+        "bad1",
+        &[("operstate", "down"), ("type", "65536"), ("flags", "0x0")],
+    )?;
+    std::os::unix::fs::symlink("..", bad1.join("master"))?;
     Ok(f)
 }
 

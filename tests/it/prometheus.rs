@@ -423,6 +423,9 @@ const FAMILIES: &[&str] = &[
     "interface_info",
     "interfaces_exporter_build_info",
     "interface_receive_bytes_total",
+    "interface_promiscuous",
+    "interface_transmit_queue_length",
+    "interface_receive_crc_errors_total",
 ];
 
 #[test]

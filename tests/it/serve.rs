@@ -522,7 +522,7 @@ fn large_scrapes_are_streamed_with_an_exact_length() -> Result {
             let body = r.text();
             assert!(r.body.len() > 256 * 1024, "{}", r.body.len());
             assert_eq!(body.matches("interface_status{").count(), 1500);
-            assert!(body.contains("interface_info{interface=\"veth01499\",address=\"\",duplex=\"\",ifalias=\"a \\\"b\\\" \\\\ c\",operstate=\"up\"} 1\n"));
+            assert!(body.contains("interface_info{interface=\"veth01499\",address=\"\",duplex=\"\",ifalias=\"a \\\"b\\\" \\\\ c\",operstate=\"up\",ifindex=\"\",type=\"\",kind=\"\",master=\"\"} 1\n"));
             let last = if format == "text/plain" {
                 "interfaces_exporter_scrape_errors 0\n"
             } else {
