@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub method: Method,
     /// The path of the target, without the query string.
     pub path: &'a [u8],
+    /// The query string, without its `?` and any fragment; empty when there is none.
+    pub query: &'a [u8],
     pub version: Version,
     /// Whether the connection may serve another request after this one.
     pub keep_alive: bool,
@@ -194,7 +196,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Error> {
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let line = lines.next().unwrap_or_default();
-    let (method, path, version) = parse_request_line(line)?;
+    let (method, path, query, version) = parse_request_line(line)?;
 
     let mut keep_alive = version == Version::Http11;
     let mut accept = None;
@@ -258,13 +260,17 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Error> {
     Ok(Request {
         method,
         path,
+        query,
         version,
         keep_alive,
         accept,
     })
 }
 
-fn parse_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), Error> {
+/// The method, path, query and version of a request line.
+type RequestLine<'a> = (Method, &'a [u8], &'a [u8], Version);
+
+fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, Error> {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -292,21 +298,28 @@ fn parse_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), Error> {
     if target.is_empty() || !target.iter().all(u8::is_ascii_graphic) {
         return Err(Error::Malformed("invalid request target"));
     }
+    // The query and fragment are split off first: an absolute-form target's authority ends
+    // at the first `?` as well as at the first `/`.
+    let (target, query) = match target.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) if target[i] == b'?' => {
+            let query = &target[i + 1..];
+            let end = query.iter().position(|&b| b == b'#').unwrap_or(query.len());
+            (&target[..i], &query[..end])
+        }
+        Some(i) => (&target[..i], &b""[..]),
+        None => (target, &b""[..]),
+    };
     let path = match target {
         [b'/', ..] => target,
         b"*" => target,
         _ => absolute_form_path(target).ok_or(Error::Malformed("invalid request target"))?,
-    };
-    let path = match path.iter().position(|&b| b == b'?' || b == b'#') {
-        Some(i) => &path[..i],
-        None => path,
     };
     let method = match method {
         b"GET" => Method::Get,
         b"HEAD" => Method::Head,
         _ => Method::Other,
     };
-    Ok((method, path, version))
+    Ok((method, path, query, version))
 }
 
 /// The path of an absolute-form target (`http://host:9425/metrics`), which RFC 9112 requires
@@ -501,10 +514,15 @@ mod tests {
     fn check(head: &[u8], expected: &str) {
         let actual = match parse_head(head) {
             Ok(r) => {
+                let mut target = String::from_utf8_lossy(r.path).into_owned();
+                if !r.query.is_empty() {
+                    target.push('?');
+                    target.push_str(&String::from_utf8_lossy(r.query));
+                }
                 let mut s = format!(
                     "{:?} {} {:?} {}",
                     r.method,
-                    String::from_utf8_lossy(r.path),
+                    target,
                     r.version,
                     if r.keep_alive { "keep" } else { "close" }
                 );
@@ -532,11 +550,24 @@ mod tests {
         check(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", "Head / Http11 keep");
         check(
             b"GET /metrics?x=1&y=2 HTTP/1.1\r\nHost: x\r\n\r\n",
-            "Get /metrics Http11 keep",
+            "Get /metrics?x=1&y=2 Http11 keep",
         );
         check(
             b"GET /metrics#frag HTTP/1.1\r\nHost: x\r\n\r\n",
             "Get /metrics Http11 keep",
+        );
+        check(
+            b"GET /?refresh=0#top HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /?refresh=0 Http11 keep",
+        );
+        check(b"GET /? HTTP/1.1\r\nHost: x\r\n\r\n", "Get / Http11 keep");
+        check(
+            b"GET http://h:9425?refresh=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /?refresh=0 Http11 keep",
+        );
+        check(
+            b"GET http://h/x?a?b HTTP/1.1\r\nHost: x\r\n\r\n",
+            "Get /x?a?b Http11 keep",
         );
         check(
             b"GET /metrics HTTP/1.0\r\n\r\n",
@@ -560,7 +591,7 @@ mod tests {
         );
         check(
             b"GET http://h:9425/metrics?a HTTP/1.1\r\nHost: h\r\n\r\n",
-            "Get /metrics Http11 keep",
+            "Get /metrics?a Http11 keep",
         );
         check(
             b"GET http://h:9425 HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -1028,6 +1059,8 @@ mod tests {
                 .all(|&b| b.is_ascii_graphic() && b != b'?' && b != b'#'),
             "{shown:?}"
         );
+        // The query is what the target held between its first `?` and any `#`.
+        assert!(!r.query.contains(&b'#'), "{shown:?}");
         let lines = crlf_lines(&head[..head.len() - 4]);
         assert!(lines.iter().all(|l| !l.contains(&b'\n')), "{shown:?}");
         let parts: Vec<&[u8]> = lines[0].split(|&b| b == b' ').collect();
