@@ -8,6 +8,8 @@
 //! `--web.idle-timeout` for its next request. After any error response the connection is
 //! closed, so bytes after a refused head are never read as another request.
 //!
+//! `/-/healthy` and `/-/ready` (probes) are answered without a scan.
+//!
 //! Requests that need a scan (the metrics and the status page) share it: one that arrives
 //! while a scan runs waits for that scan (single flight), and the finished scan becomes an
 //! immutable [`Generation`] whose bodies are rendered once per format and written to every
@@ -109,6 +111,8 @@ pub struct Server {
     /// Requests for the metrics or the status page from arrival until their response is
     /// written, as node_exporter counts `--web.max-requests`.
     requests: AtomicUsize,
+    /// When the exporter started, in milliseconds since the Unix epoch.
+    start_ms: u64,
     /// The scan running, which requests that arrive meanwhile join.
     flight: Mutex<Option<Arc<Flight>>>,
     /// The source of interface state, used by one scan at a time (the flight's leader).
@@ -127,6 +131,15 @@ struct Pool {
     spare: Mutex<Option<Scan>>,
     /// Interfaces in the last scan: the next one reserves room for them up front, fallibly.
     last_len: AtomicUsize,
+}
+
+/// What a request's path asks for.
+enum Route {
+    Metrics,
+    Page,
+    Healthy,
+    Ready,
+    NotFound,
 }
 
 /// Why a request that needs a scan is answered 503 without one.
@@ -202,6 +215,8 @@ enum Kind {
     Text = 0,
     OpenMetrics = 1,
     Page = 2,
+    /// The page without its automatic refresh (`/?refresh=0`).
+    PageStill = 3,
 }
 
 /// One scan and what was rendered from it, shared by every request that joined its flight and
@@ -215,24 +230,41 @@ struct Generation {
     /// Sharers that have not yet taken their body.
     pending: AtomicUsize,
     /// Rendered bodies; `None` inside when the allocation was refused.
-    bodies: [OnceLock<Option<Vec<u8>>>; 3],
+    bodies: [OnceLock<Option<Vec<u8>>>; 4],
     pool: Arc<Pool>,
 }
 
 impl Generation {
     /// The body of one kind, rendered by the first sharer that asks for it.
-    fn body(&self, kind: Kind, telemetry_path: &str, statistics: bool) -> Option<&[u8]> {
+    fn body(
+        &self,
+        kind: Kind,
+        telemetry_path: &str,
+        statistics: bool,
+        start_ms: u64,
+    ) -> Option<&[u8]> {
         let body = self.bodies[kind as usize].get_or_init(|| {
             let scan = lock(&self.scan);
             let scan = scan.as_ref()?;
             match kind {
-                Kind::Page => {
+                Kind::Page | Kind::PageStill => {
                     let mut out = Vec::new();
                     let estimate = PAGE_BASE_ESTIMATE
                         .saturating_add(PAGE_ROW_ESTIMATE.saturating_mul(scan.interfaces.len()));
                     out.try_reserve_exact(estimate).ok()?;
                     headroom()?;
-                    page::render(scan, telemetry_path, &mut out);
+                    // Read for each page, since a host can be renamed while the exporter runs;
+                    // a name that cannot be read is left out of the page.
+                    let mut host = Vec::new();
+                    let _ = sys::hostname(&mut host);
+                    let context = page::Context {
+                        telemetry_path,
+                        host: &host,
+                        start_ms,
+                        now_ms: now_ms(),
+                        refresh: matches!(kind, Kind::Page),
+                    };
+                    page::render(scan, &context, &mut out);
                     Some(out)
                 }
                 Kind::Text | Kind::OpenMetrics => {
@@ -309,6 +341,7 @@ impl Server {
             settings,
             active: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            start_ms: now_ms(),
             flight: Mutex::new(None),
             reader: Mutex::new(None),
             pool: Arc::default(),
@@ -440,22 +473,54 @@ impl Server {
     /// is done for.
     fn respond(&self, req: &Request<'_>, conn: &mut Conn, out: &mut Vec<u8>) -> io::Result<()> {
         let settings = &self.settings;
-        let is_metrics = req.path == settings.telemetry_path.as_bytes();
-        let is_root = req.path == b"/";
-        let plain = "text/plain; charset=utf-8";
-        let (status, content_type, body): (_, _, &[u8]) = if !is_metrics && !is_root {
-            (Status::NotFound, plain, b"404 page not found\n")
-        } else if req.method == Method::Other {
-            (Status::MethodNotAllowed, plain, b"405 method not allowed\n")
+        let route = if req.path == settings.telemetry_path.as_bytes() {
+            Route::Metrics
         } else {
-            let kind = match (is_metrics, http::negotiate(req.accept)) {
-                (false, _) => Kind::Page,
-                (true, Format::Text) => Kind::Text,
-                (true, Format::OpenMetrics) => Kind::OpenMetrics,
-            };
-            return self.answer_from_scan(req, kind, conn, out);
+            match req.path {
+                b"/" => Route::Page,
+                b"/-/healthy" => Route::Healthy,
+                b"/-/ready" => Route::Ready,
+                _ => Route::NotFound,
+            }
         };
-        self.write(req, status, content_type, body, conn, out)
+        let plain = "text/plain; charset=utf-8";
+        let (status, body): (_, &[u8]) = match route {
+            Route::NotFound => (Status::NotFound, b"404 page not found\n"),
+            _ if req.method == Method::Other => {
+                (Status::MethodNotAllowed, b"405 method not allowed\n")
+            }
+            Route::Metrics => {
+                let kind = match http::negotiate(req.accept) {
+                    Format::Text => Kind::Text,
+                    Format::OpenMetrics => Kind::OpenMetrics,
+                };
+                return self.answer_from_scan(req, kind, conn, out);
+            }
+            Route::Page => match page::wants_refresh(req.query) {
+                Ok(refresh) => {
+                    let kind = if refresh { Kind::Page } else { Kind::PageStill };
+                    return self.answer_from_scan(req, kind, conn, out);
+                }
+                Err(e) => {
+                    let body = format!("400 bad request: {e}\n");
+                    return self.write(req, Status::BadRequest, plain, body.as_bytes(), conn, out);
+                }
+            },
+            // Answered from the thread alone: the process is up and serving.
+            Route::Healthy => (Status::Ok, b"healthy\n"),
+            // A cheap look at what scans need, never a scan: probes come every few seconds
+            // from every kubelet, and must not cost what a scrape costs.
+            Route::Ready => match source::check(settings.source, &settings.sysfs) {
+                Ok(()) => (Status::Ok, b"ready\n"),
+                Err(e) => {
+                    log::debug("not ready", &[("err", &e)]);
+                    let body = format!("503 not ready: {e}\n");
+                    let status = Status::ServiceUnavailable;
+                    return self.write(req, status, plain, body.as_bytes(), conn, out);
+                }
+            },
+        };
+        self.write(req, status, plain, body, conn, out)
     }
 
     /// Answers the metrics or the status page from a generation shared with concurrent
@@ -487,7 +552,8 @@ impl Server {
             return self.write(req, status, plain, &body, conn, out);
         }
         let statistics = self.settings.options.statistics;
-        let body = generation.body(kind, &self.settings.telemetry_path, statistics);
+        let start_ms = self.start_ms;
+        let body = generation.body(kind, &self.settings.telemetry_path, statistics, start_ms);
         generation.done_rendering();
         let Some(body) = body else {
             return self.busy(req, Busy::Memory, conn, out);
@@ -495,7 +561,7 @@ impl Server {
         let content_type = match kind {
             Kind::Text => metrics::content_type(Format::Text),
             Kind::OpenMetrics => metrics::content_type(Format::OpenMetrics),
-            Kind::Page => "text/html; charset=utf-8",
+            Kind::Page | Kind::PageStill => "text/html; charset=utf-8",
         };
         self.write(req, Status::Ok, content_type, body, conn, out)
     }
@@ -814,6 +880,13 @@ fn refuse(stream: TcpStream, body: &[u8]) {
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before it.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn date_now() -> String {

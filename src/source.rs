@@ -91,6 +91,36 @@ impl Source {
     }
 }
 
+/// Why the source could not scan now, as `/-/ready` tells it.
+#[derive(Debug)]
+pub enum Unready {
+    /// The sysfs root's `class/net` cannot be listed (unmounted, removed, refused).
+    Sysfs(sysfs::Error),
+    /// No netlink socket can be opened (a system-call filter, descriptors exhausted).
+    Netlink(io::Error),
+}
+
+impl fmt::Display for Unready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unready::Sysfs(e) => e.fmt(f),
+            Unready::Netlink(e) => write!(f, "cannot open a netlink socket: {e}"),
+        }
+    }
+}
+
+/// Whether a scan of `kind` could start now, told from the first thing it needs (the listing
+/// of `class/net`, or a netlink socket) and never from a scan: readiness probes come often,
+/// and must cost a few system calls, not a scrape.
+pub fn check(kind: Kind, root: &Path) -> Result<(), Unready> {
+    match kind {
+        Kind::Sysfs => sysfs::check_root(root).map_err(Unready::Sysfs),
+        Kind::Netlink => crate::sys::NetlinkSocket::open()
+            .map(drop)
+            .map_err(Unready::Netlink),
+    }
+}
+
 /// Drops the interfaces the options do not want and sorts the rest by name. The readers may
 /// skip unwanted interfaces early to save reads; this is where the rule is applied.
 fn finish(opts: &Options, scan: &mut Scan) {

@@ -1,6 +1,7 @@
 //! The crate's only `unsafe`: signal masks, sockets inherited from systemd, the descriptor
-//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, and the effective user
-//! id: the libc calls std does not offer. Plus the systemd readiness message, which needs none.
+//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, the effective user
+//! id and the host name: the libc calls std does not offer. Plus the systemd readiness
+//! message, which needs none.
 //!
 //! Declarations are written by hand against the Linux ABI (the same on glibc and musl, x86_64
 //! and aarch64) because the project takes no dependency but lexopt.
@@ -338,6 +339,33 @@ pub fn raise_nofile_limit() -> io::Result<Option<(u64, u64)>> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { geteuid() == 0 }
+}
+
+/// The length of each field of `struct utsname`: `__NEW_UTS_LEN` (64) plus a NUL, the same in
+/// glibc, musl and the kernel, on x86_64 and aarch64.
+const UTS_FIELD: usize = 65;
+
+/// `struct utsname`: sysname, nodename, release, version, machine, domainname.
+#[repr(C)]
+struct UtsName([[u8; UTS_FIELD]; 6]);
+
+extern "C" {
+    fn uname(buf: *mut UtsName) -> c_int;
+}
+
+/// Appends the host name (the UTS namespace's, so a container's own) to `out`. A system call,
+/// not a read of /proc/sys/kernel/hostname: it needs no /proc, which a scratch container or a
+/// sandbox may not mount.
+pub fn hostname(out: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = UtsName([[0; UTS_FIELD]; 6]);
+    // SAFETY: `buf` is a writable `struct utsname`, which uname fills and does not keep.
+    if unsafe { uname(&mut buf) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let node = &buf.0[1];
+    let len = node.iter().position(|&b| b == 0).unwrap_or(UTS_FIELD);
+    out.extend_from_slice(&node[..len]);
+    Ok(())
 }
 
 #[derive(Debug)]
