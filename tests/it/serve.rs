@@ -533,3 +533,134 @@ fn large_scrapes_are_streamed_with_an_exact_length() -> Result {
     }
     Ok(())
 }
+
+/// Polls `path` until it answers `status`, and returns that response.
+fn wait_status(exp: &Exporter, path: &str, status: u16) -> Result<Response> {
+    let mut last = None;
+    wait_for(
+        &format!("{path} to answer {status}"),
+        Duration::from_secs(10),
+        || {
+            let r = exp.get(path).ok()?;
+            if r.status == status {
+                return Some(r);
+            }
+            last = Some(r.status);
+            None
+        },
+    )
+    .map_err(|e| format!("{e} (last status {last:?})").into())
+}
+
+#[test]
+fn probes_say_healthy_always_and_ready_while_sysfs_can_be_listed() -> Result {
+    let f = seed_host()?;
+    let exp = Exporter::start(&[&f.flag(), "--collector.source=sysfs"])?;
+    let check = |path: &str, status: u16, body: &str| -> Result {
+        let r = exp.get(path)?;
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{path}");
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        Ok(())
+    };
+    check("/-/healthy", 200, "healthy\n")?;
+    check("/-/ready", 200, "ready\n")?;
+    for path in ["/-/healthy", "/-/ready"] {
+        let head = request(
+            exp.addr,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        )?;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(if path == "/-/ready" { "6" } else { "8" })
+        );
+        let post = request(
+            exp.addr,
+            &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        )?;
+        assert_eq!(post.status, 405, "POST {path}");
+        assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    }
+
+    // The mount goes away (an unmounted /host/sys looks the same): not ready, still healthy.
+    let class_net = f.root().join("class/net");
+    let moved = f.root().join("class/net.away");
+    std::fs::rename(&class_net, &moved)?;
+    let r = wait_status(&exp, "/-/ready", 503)?;
+    let body = r.text();
+    assert!(
+        body.starts_with("503 not ready: cannot read ") && body.contains("class/net: no such file"),
+        "{body}"
+    );
+    check("/-/healthy", 200, "healthy\n")?;
+    assert_eq!(exp.get("/metrics")?.status, 503);
+
+    std::fs::rename(&moved, &class_net)?;
+    wait_status(&exp, "/-/ready", 200)?;
+    check("/-/healthy", 200, "healthy\n")?;
+    assert_eq!(exp.get("/metrics")?.status, 200);
+    Ok(())
+}
+
+#[test]
+fn probes_with_the_netlink_source_ask_for_a_socket_not_sysfs() -> Result {
+    let ns = Netns::new()?;
+    // A root with the namespace's idle lo, which forced netlink accepts; then it goes away,
+    // and netlink, which needs none of it, stays ready.
+    let f = Fixture::new()?;
+    f.iface(
+        "lo",
+        &[
+            ("operstate", "unknown"),
+            ("ifindex", "1"),
+            ("address", "00:00:00:00:00:00"),
+            ("flags", "0x9"),
+        ],
+    )?;
+    let exp = ns.exporter(&["--collector.source=netlink", &f.flag()])?;
+    std::fs::rename(f.root().join("class/net"), f.root().join("class/net.away"))?;
+    for path in ["/-/healthy", "/-/ready"] {
+        let r = ns.get(&exp, path)?;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_page_takes_refresh_0_and_refuses_other_values_with_400() -> Result {
+    let f = seed_host()?;
+    let exp = Exporter::start(&[&f.flag()])?;
+    let refresh = "<meta http-equiv=\"refresh\" content=\"5\">";
+    for (target, status, refreshes) in [
+        ("/", 200, true),
+        ("/?refresh=0", 200, false),
+        ("/?from=grafana&refresh=0", 200, false),
+        ("/?from=grafana", 200, true),
+        ("http://x/?refresh=0", 200, false),
+    ] {
+        let r = exp.get(target)?;
+        assert_eq!(r.status, status, "{target}");
+        assert_eq!(r.text().contains(refresh), refreshes, "{target}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    }
+    for target in [
+        "/?refresh=10",
+        "/?refresh=",
+        "/?refresh=%30",
+        "/?refresh=0&refresh=x",
+    ] {
+        let r = exp.get(target)?;
+        assert_eq!(r.status, 400, "{target}");
+        assert!(
+            r.text().starts_with("400 bad request: refresh="),
+            "{target}: {}",
+            r.text()
+        );
+    }
+    // The metrics path ignores its query, as service discovery adds parameters of its own.
+    assert_eq!(exp.get("/metrics?refresh=x")?.status, 200);
+    // The probes too, whatever the query.
+    assert_eq!(exp.get("/-/ready?refresh=x")?.status, 200);
+    Ok(())
+}
