@@ -87,9 +87,14 @@ def effective(pod_ctx, ctr_ctx, key):
     return get(pod_ctx, key) if value is None else value
 
 
-def probe_ok(probe, port_names):
+# The exporter's probe paths: each answers without a scan, so a kubelet probing every few
+# seconds costs the node a few system calls, not a scrape of every interface.
+PROBE_PATHS = {"livenessProbe": "/-/healthy", "readinessProbe": "/-/ready"}
+
+
+def probe_ok(probe, port_names, path):
     port = get(probe, "httpGet", "port")
-    return get(probe, "httpGet", "path") == "/metrics" and (
+    return get(probe, "httpGet", "path") == path and (
         port in port_names or port == METRICS_PORT
     )
 
@@ -179,11 +184,11 @@ def check_daemonset(checks, where, ds, namespaces):
         f"no container port named metrics on {METRICS_PORT}",
     )
     port_names = {p.get("name") for p in ports if p.get("name")}
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe, path in PROBE_PATHS.items():
         checks.check(
-            probe_ok(ctr.get(probe), port_names),
+            probe_ok(ctr.get(probe), port_names, path),
             where,
-            f"{probe} is not an httpGet of /metrics on the metrics port",
+            f"{probe} is not an httpGet of {path} on the metrics port",
         )
     return labels, namespace, port_names
 

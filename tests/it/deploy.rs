@@ -488,6 +488,30 @@ fn kubernetes_manifests_have_what_a_cluster_needs() -> Result {
         .arg(repo().join("scripts/check-manifests.py"))
         .current_dir(repo()))?;
     assert!(out.starts_with("ok:"), "{out}");
+    // The paths the DaemonSet's probes ask for are ones the exporter answers 200, in the
+    // layout the DaemonSet gives it (a sysfs at the root it is pointed to).
+    let daemonset = std::fs::read_to_string(repo().join("scripts/kubernetes/daemonset.yaml"))?;
+    let mut probes = Vec::new();
+    let mut lines = daemonset.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line.ends_with("Probe:") {
+            let path = lines
+                .find_map(|l| l.strip_prefix("path:"))
+                .ok_or_else(|| format!("{line} has no path"))?;
+            probes.push((line.to_owned(), path.trim().to_owned()));
+        }
+    }
+    let names: Vec<&str> = probes.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["livenessProbe:", "readinessProbe:"]);
+    let f = Fixture::new()?;
+    f.iface("eth0", &[("operstate", "up")])?;
+    let exp = Exporter::start(&[&f.flag()])?;
+    for (probe, path) in &probes {
+        let r = exp.get(path)?;
+        assert_eq!(r.status, 200, "{probe} {path}: {}", r.text());
+        // A probe's answer is a line, not a scrape.
+        assert!(r.body.len() < 16, "{probe} {path}: {}", r.text());
+    }
     Ok(())
 }
 
