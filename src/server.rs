@@ -77,9 +77,10 @@ pub const MAX_GENERATIONS: usize = 4;
 const GENERATION_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes reserved for the status page per interface, so that its buffer is allocated fallibly
-/// at once: a row is about 200 bytes plus its escaped name and alias. A page that outgrows the
-/// estimate grows the ordinary (infallible) way.
-const PAGE_ROW_ESTIMATE: usize = 320;
+/// at once: a row is about 300 bytes (the since cell and its title take 100 of them) plus its
+/// escaped name, master and alias. A page that outgrows the estimate grows the ordinary
+/// (infallible) way.
+const PAGE_ROW_ESTIMATE: usize = 384;
 
 /// Bytes of the status page besides its rows: the head, the style sheet and the table header.
 const PAGE_BASE_ESTIMATE: usize = 2048;
