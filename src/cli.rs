@@ -60,7 +60,7 @@ impl Default for Config {
             listen: Vec::new(),
             telemetry_path: "/metrics".to_owned(),
             sysfs: None,
-            max_connections: 512,
+            max_connections: 256,
             max_requests: DEFAULT_MAX_REQUESTS,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(c.listen, vec![ListenAddr::Any(9425)]);
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.sysfs, None);
-        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.max_connections, 256);
         assert_eq!(c.max_requests, 40);
         assert_eq!(c.read_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));

@@ -46,10 +46,11 @@ const READ_CHUNK: usize = 4096;
 
 /// The kernel's send buffer per connection (`SO_SNDBUF`; the kernel books twice this). Left to
 /// autotune, it grew to hold a whole 0.8 MB body for each client that did not read: 100 MB of
-/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. At 16 KiB, 512
-/// connections hold at most 16 MiB, and a body still leaves at over 100 MB/s over a 0.2 ms LAN
-/// and about 600 KB/s over a 50 ms WAN.
-const SEND_BUFFER: i32 = 16 * 1024;
+/// kernel memory for 128 such clients, which cgroup v2 charges to `MemoryMax`. Smaller than
+/// 64 KiB, a scrape over loopback stalls on the peer's delayed acknowledgements (16 KiB: 1000
+/// interfaces took 20 to 270 ms instead of 12 ms); at 64 KiB, 256 connections hold at most
+/// 32 MiB, and a body still leaves at about 2.5 MB/s over a 50 ms WAN.
+const SEND_BUFFER: i32 = 64 * 1024;
 
 /// Deadline for writing one whole response. A scrape body is under 1 MB at 1000 interfaces; a
 /// client that cannot take that in 10 s is stuck, and its thread is better spent elsewhere.

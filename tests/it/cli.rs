@@ -23,7 +23,7 @@ fn help_lists_every_flag_with_its_default() -> Result {
         "--web.telemetry-path=PATH",
         "[default: /metrics]",
         "--web.max-connections=N",
-        "[default: 512]",
+        "[default: 256]",
         "--web.read-timeout=SECONDS",
         "[default: 10]",
         "--web.idle-timeout=SECONDS",
