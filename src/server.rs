@@ -128,6 +128,9 @@ struct Pool {
     spare: Mutex<Option<Scan>>,
     /// Interfaces in the last scan: the next one reserves room for them up front, fallibly.
     last_len: AtomicUsize,
+    /// Bytes of the last body of each kind: the next is rendered once into room reserved
+    /// (fallibly) for that and an eighth more, instead of being counted first.
+    last_body: [AtomicUsize; 3],
 }
 
 /// Why a request that needs a scan is answered 503 without one.
@@ -244,14 +247,26 @@ impl Generation {
                     };
                     // Both passes print this one value, so their lengths agree.
                     let elapsed = self.started.elapsed();
-                    let mut count = metrics::Count::default();
-                    metrics::render_interfaces(scan, statistics, format, &mut count);
-                    metrics::render_self(scan.errors, elapsed, format, &mut count);
+                    let last = &self.pool.last_body[kind as usize];
+                    // The body is reserved at once, where a refusal can still be a 503: as
+                    // long as the last one and an eighth more (rendering it only once, which
+                    // halves its cost), or as counted by a first pass when there is no last
+                    // one. A body that outgrows the estimate grows the ordinary way.
+                    let size = match last.load(Ordering::Relaxed) {
+                        0 => {
+                            let mut count = metrics::Count::default();
+                            metrics::render_interfaces(scan, statistics, format, &mut count);
+                            metrics::render_self(scan.errors, elapsed, format, &mut count);
+                            count.0
+                        }
+                        n => n.saturating_add(n / 8),
+                    };
                     let mut out = Vec::new();
-                    out.try_reserve_exact(count.0).ok()?;
+                    out.try_reserve_exact(size).ok()?;
                     headroom()?;
                     metrics::render_interfaces(scan, statistics, format, &mut out);
                     metrics::render_self(scan.errors, elapsed, format, &mut out);
+                    last.store(out.len(), Ordering::Relaxed);
                     Some(out)
                 }
             }
