@@ -91,6 +91,10 @@ pub struct Interface {
     pub ifalias: Vec<u8>,
     /// Present only with `--collector.statistics`, in the order of `sysfs::STATISTICS`.
     pub statistics: Option<[Option<u64>; 8]>,
+    /// When the oper state, admin state or carrier last changed, in milliseconds since the
+    /// Unix epoch (IF-MIB's ifLastChange); the exporter's start time when no change has been
+    /// seen since it started, and the time it appeared for an interface that came later.
+    pub last_change_ms: Option<u64>,
 }
 
 impl Interface {

@@ -854,3 +854,58 @@ fn set_byte(word: u32, at: usize, value: u8) -> [u8; 4] {
     b[at] = value;
     b
 }
+
+// ---------------------------------------------------------------------------------------------
+// Link events: the subscription of `since.rs`'s watcher. The notifications are parsed in
+// `netlink.rs`; only the socket is here.
+
+/// `RTMGRP_LINK`, the multicast group of link notifications (linux/rtnetlink.h).
+const RTMGRP_LINK: u32 = 1;
+/// The same on x86_64 and aarch64 (the generic socket option numbers).
+const SO_RCVBUF: c_int = 8;
+/// What a receive returns once the kernel dropped notifications for want of room: the same on
+/// x86_64 and aarch64 (asm-generic's errno numbers).
+pub const ENOBUFS: i32 = 105;
+
+impl NetlinkSocket {
+    /// A `NETLINK_ROUTE` socket subscribed to link notifications, with a receive buffer of
+    /// `rcvbuf` bytes asked for. The kernel caps the request at `net.core.rmem_max` and books
+    /// twice what it grants; the bytes it books are returned. Receives block without a timeout:
+    /// the socket belongs to a thread that has nothing else to do.
+    pub fn subscribe_links(rcvbuf: usize) -> io::Result<(NetlinkSocket, usize)> {
+        let fd = new_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)?;
+        let raw = fd.as_raw_fd();
+        let asked = c_int::try_from(rcvbuf).unwrap_or(c_int::MAX);
+        // Sized before the bind, so that no notification ever meets the default buffer.
+        set_int_option(raw, SOL_SOCKET, SO_RCVBUF, asked)?;
+        let mut addr = SockaddrNl {
+            family: AF_NETLINK as u16,
+            groups: RTMGRP_LINK,
+            ..SockaddrNl::default()
+        };
+        let mut len = std::mem::size_of::<SockaddrNl>() as u32;
+        let mut granted: c_int = 0;
+        let mut granted_len = std::mem::size_of::<c_int>() as u32;
+        // SAFETY: `addr`, `len`, `granted` and `granted_len` are valid for reads and writes of
+        // the sizes passed, and the calls keep no pointer past their return.
+        unsafe {
+            if bind(raw, (&addr as *const SockaddrNl).cast(), len) < 0
+                || getsockname(raw, (&mut addr as *mut SockaddrNl).cast(), &mut len) < 0
+                || getsockopt(
+                    raw,
+                    SOL_SOCKET,
+                    SO_RCVBUF,
+                    (&mut granted as *mut c_int).cast(),
+                    &mut granted_len,
+                ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let socket = NetlinkSocket {
+            fd,
+            portid: addr.pid,
+        };
+        Ok((socket, usize::try_from(granted).unwrap_or(0)))
+    }
+}
