@@ -57,6 +57,11 @@ const RESYNC_ATTEMPTS: u32 = 3;
 /// The pause between two resync attempts, for a burst of changes to end.
 const RESYNC_PAUSE: Duration = Duration::from_secs(1);
 
+/// Datagrams taken in from a queue before a resync dump. The queue holds a few thousand at
+/// most (the default buffer over about 1.5 KB each); a storm that keeps it full gets a dump
+/// after this many, and another after the next as many, until the queue runs empty.
+const MAX_DRAIN: usize = 10_000;
+
 /// The watcher's stack: it parses one notification at a time into one reused [`Interface`],
 /// and its resync dump's buffers live on the heap; 64 KiB leaves a wide margin.
 const WATCH_STACK: usize = 64 * 1024;
@@ -273,17 +278,21 @@ pub fn watch(tracker: &Arc<Tracker>, subscription: Subscription) -> io::Result<(
 
 /// Seeds the entries and follows the notifications; returns only when it can go on no more.
 fn follow(tracker: &Tracker, socket: &sys::NetlinkSocket) -> io::Error {
+    let mut w = Watcher {
+        tracker,
+        socket,
+        buf: vec![0u8; EVENT_BUF],
+        iface: Interface::default(),
+    };
     if let Err(e) = resync(tracker) {
         return e;
     }
-    let mut buf = vec![0u8; EVENT_BUF];
-    let mut iface = Interface::default();
     loop {
-        let got = match socket.recv(&mut buf) {
+        let got = match socket.recv(&mut w.buf) {
             Ok(got) => got,
             Err(e) if e.raw_os_error() == Some(sys::ENOBUFS) => {
                 log::info("link events overflowed the receive buffer, resyncing", &[]);
-                if let Err(e) = resync(tracker) {
+                if let Err(e) = w.recover() {
                     return e;
                 }
                 continue;
@@ -298,42 +307,92 @@ fn follow(tracker: &Tracker, socket: &sys::NetlinkSocket) -> io::Error {
             }
             Err(e) => return e,
         };
+        let taken = match w.take_in(&got) {
+            Ok(taken) => taken,
+            Err(e) => return e,
+        };
+        if !taken {
+            if let Err(e) = w.recover() {
+                return e;
+            }
+        }
+    }
+}
+
+/// The watcher thread's socket and buffers.
+struct Watcher<'a> {
+    tracker: &'a Tracker,
+    socket: &'a sys::NetlinkSocket,
+    buf: Vec<u8>,
+    /// One interface, reused for every notification.
+    iface: Interface,
+}
+
+impl Watcher<'_> {
+    /// Applies the notifications of one datagram received into `buf`. False when one was lost
+    /// (truncated, or unreadable), which only a resync can make up for.
+    fn take_in(&mut self, got: &sys::Received) -> io::Result<bool> {
         // The receive time, taken before the lock, is when the change was known.
         let now = now_ms();
         if !got.from_kernel {
-            continue;
+            return Ok(true);
         }
-        let broken = if let Some(real) = got.truncated {
+        if let Some(real) = got.truncated {
             if real > MAX_EVENT_BUF {
-                return io::Error::new(
+                return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a link notification is larger than a mebibyte",
-                );
+                ));
             }
-            buf.resize(real.next_power_of_two().min(MAX_EVENT_BUF), 0);
-            true
-        } else {
-            let mut state = tracker.lock();
-            let mut broken = false;
-            let parsed = netlink::parse_notifications(&buf[..got.len], |n| match n {
-                Notification::New(payload) => {
-                    let mut errors = 0;
-                    match netlink::parse_link(payload, false, &mut iface, &mut errors) {
-                        Ok(true) => state.note(&iface, now),
-                        // No name or no operstate: nothing to compare, as sysfs skips it.
-                        Ok(false) => {}
-                        Err(_) => broken = true,
-                    }
+            self.buf
+                .resize(real.next_power_of_two().min(MAX_EVENT_BUF), 0);
+            return Ok(false);
+        }
+        let mut state = self.tracker.lock();
+        let mut whole = true;
+        let iface = &mut self.iface;
+        let parsed = netlink::parse_notifications(&self.buf[..got.len], |n| match n {
+            Notification::New(payload) => {
+                let mut errors = 0;
+                match netlink::parse_link(payload, false, iface, &mut errors) {
+                    Ok(true) => state.note(iface, now),
+                    // No name or no operstate: nothing to compare, as sysfs skips it.
+                    Ok(false) => {}
+                    Err(_) => whole = false,
                 }
-                Notification::Deleted(ifindex) => state.gone(u64::from(ifindex)),
-            });
-            broken || parsed.is_err()
-        };
-        if broken {
-            // A notification was lost to truncation or could not be read: what it said is
-            // found by comparing a dump.
-            if let Err(e) = resync(tracker) {
-                return e;
+            }
+            Notification::Deleted(ifindex) => state.gone(u64::from(ifindex)),
+        });
+        Ok(whole && parsed.is_ok())
+    }
+
+    /// Makes up for lost notifications: takes in what is queued, then compares a dump.
+    ///
+    /// The order matters. After an overflow the kernel reports no further loss until the
+    /// queue has been read empty (`NETLINK_S_CONGESTED`), so a dump taken before that could
+    /// miss a change lost after it without a word. Once the queue was empty, any later loss
+    /// comes with another `ENOBUFS`. A queue that never empties (a storm) gets a dump after
+    /// every `MAX_DRAIN` datagrams until it does.
+    fn recover(&mut self) -> io::Result<()> {
+        loop {
+            let mut emptied = false;
+            for _ in 0..MAX_DRAIN {
+                match self.socket.try_recv(&mut self.buf) {
+                    Ok(Some(got)) => {
+                        // Whatever it lost, the dump below makes up for.
+                        self.take_in(&got)?;
+                    }
+                    Ok(None) => {
+                        emptied = true;
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(sys::ENOBUFS) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            resync(self.tracker)?;
+            if emptied {
+                return Ok(());
             }
         }
     }

@@ -699,6 +699,10 @@ impl NetlinkSocket {
     /// Receives one datagram. `MSG_TRUNC` makes the kernel return the datagram's real length,
     /// so a datagram larger than `buf` is seen as truncated instead of parsed half.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.recv_with(buf, 0)
+    }
+
+    fn recv_with(&self, buf: &mut [u8], flags: c_int) -> io::Result<Received> {
         loop {
             let mut from = SockaddrNl::default();
             let mut from_len = std::mem::size_of::<SockaddrNl>() as u32;
@@ -709,7 +713,7 @@ impl NetlinkSocket {
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
-                    MSG_TRUNC,
+                    MSG_TRUNC | flags,
                     (&mut from as *mut SockaddrNl).cast(),
                     &mut from_len,
                 )
@@ -863,6 +867,8 @@ fn set_byte(word: u32, at: usize, value: u8) -> [u8; 4] {
 const RTMGRP_LINK: u32 = 1;
 /// The same on x86_64 and aarch64 (the generic socket option numbers).
 const SO_RCVBUF: c_int = 8;
+/// The same on x86_64 and aarch64.
+const MSG_DONTWAIT: c_int = 0x40;
 /// What a receive returns once the kernel dropped notifications for want of room: the same on
 /// x86_64 and aarch64 (asm-generic's errno numbers).
 pub const ENOBUFS: i32 = 105;
@@ -907,5 +913,15 @@ impl NetlinkSocket {
             portid: addr.pid,
         };
         Ok((socket, usize::try_from(granted).unwrap_or(0)))
+    }
+
+    /// Receives one datagram if one is queued, without waiting: `None` when the queue is
+    /// empty.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        match self.recv_with(buf, MSG_DONTWAIT) {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
