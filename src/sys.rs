@@ -1,6 +1,7 @@
 //! The crate's only `unsafe`: signal masks, sockets inherited from systemd, the descriptor
-//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, and the effective user
-//! id: the libc calls std does not offer. Plus the systemd readiness message, which needs none.
+//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, the netlink sockets
+//! (dumps and the link-event subscription), the ethtool ioctl, and the effective user id: the
+//! libc calls std does not offer. Plus the systemd readiness message, which needs none.
 //!
 //! Declarations are written by hand against the Linux ABI (the same on glibc and musl, x86_64
 //! and aarch64) because the project takes no dependency but lexopt.
