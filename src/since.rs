@@ -17,7 +17,8 @@
 //!
 //! An interface present when its entries were first listed carries the exporter's start time
 //! ("at least since"), one that appears later the time it was first seen. An interface is
-//! known by its index and name together: a new name on an old index is a new interface.
+//! known by its index and name together: a new name on an old index is a new interface (and
+//! by its name alone where a sysfs tree has no `ifindex`).
 //!
 //! Invariant: holds an entry only for an interface that existed at the last full listing or
 //! was announced since: entries of interfaces that are gone are removed (`RTM_DELLINK`, or
@@ -114,6 +115,8 @@ struct State {
     pass: u32,
     /// By interface index.
     links: BTreeMap<u64, Entry>,
+    /// By name, those whose index could not be read (a sysfs tree without `ifindex`).
+    unindexed: BTreeMap<Vec<u8>, Entry>,
 }
 
 impl State {
@@ -124,6 +127,7 @@ impl State {
             seeded: false,
             pass: 0,
             links: BTreeMap::new(),
+            unindexed: BTreeMap::new(),
         }
     }
 
@@ -137,20 +141,30 @@ impl State {
     }
 
     /// Takes in one look at an interface: a differing state is stamped `now_ms`, an interface
-    /// not known carries the time it appeared. Without an index there is nothing to key it by.
+    /// not known carries the time it appeared.
     fn note(&mut self, iface: &Interface, now_ms: u64) {
-        let Some(ifindex) = iface.ifindex else {
-            return;
-        };
         let seen = Seen::of(iface);
         let appeared = self.appeared(now_ms);
         let pass = self.pass;
-        let entry = self.links.entry(ifindex).or_insert_with(|| Entry {
+        let new = || Entry {
             name: iface.name.clone(),
             seen,
             stamp_ms: appeared,
             pass,
-        });
+        };
+        let entry = match iface.ifindex {
+            Some(ifindex) => self.links.entry(ifindex).or_insert_with(new),
+            None => {
+                // Looked up by a borrowed name first: a known one costs no allocation.
+                if !self.unindexed.contains_key(&iface.name[..]) {
+                    self.unindexed.insert(iface.name.clone(), new());
+                }
+                match self.unindexed.get_mut(&iface.name[..]) {
+                    Some(entry) => entry,
+                    None => return,
+                }
+            }
+        };
         if entry.name != iface.name {
             entry.name.clone_from(&iface.name);
             entry.stamp_ms = appeared;
@@ -174,6 +188,7 @@ impl State {
         }
         let pass = self.pass;
         self.links.retain(|_, e| e.pass == pass);
+        self.unindexed.retain(|_, e| e.pass == pass);
         self.seeded = true;
     }
 
@@ -181,7 +196,11 @@ impl State {
     /// is still on the way) has just appeared.
     fn fill(&self, ifaces: &mut [Interface], now_ms: u64) {
         for iface in ifaces {
-            iface.last_change_ms = iface.ifindex.map(|i| match self.links.get(&i) {
+            let entry = match iface.ifindex {
+                Some(i) => self.links.get(&i),
+                None => self.unindexed.get(&iface.name[..]),
+            };
+            iface.last_change_ms = Some(match entry {
                 Some(e) if e.name == iface.name => e.stamp_ms,
                 _ => self.appeared(now_ms),
             });
@@ -540,7 +559,8 @@ mod tests {
             vec![a_up(), b_up()],
             &[("a", Some(2_000_503)), ("b", Some(2_000_002))],
         );
-        // A new name on a known index is a new interface; one without an index has no stamp.
+        // A new name on a known index is a new interface; one without an index is known by
+        // its name.
         check(
             vec![
                 Step::Listing(START, vec![a_up()]),
@@ -558,8 +578,24 @@ mod tests {
             &[
                 ("wan", Some(2_000_000)),
                 ("a", Some(2_100_000)),
-                ("b", None),
+                ("b", Some(2_100_000)),
             ],
+        );
+        let unindexed = |name: &str, oper| Interface {
+            ifindex: None,
+            ..iface(0, name, oper, true, 1)
+        };
+        check(
+            vec![
+                Step::Listing(START, vec![unindexed("x", "up"), unindexed("y", "up")]),
+                Step::Listing(
+                    2_000_000,
+                    vec![unindexed("x", "down"), unindexed("y", "up")],
+                ),
+            ],
+            2_100_000,
+            vec![unindexed("x", "down"), unindexed("y", "up")],
+            &[("x", Some(2_000_000)), ("y", Some(START))],
         );
         // A resync stamps what differs from what it holds, and leaves the rest alone.
         check(
@@ -599,8 +635,16 @@ mod tests {
             }
             assert_eq!(state.links.len(), 50);
         }
-        state.listing(&[], START + 100);
-        assert!(state.links.is_empty());
+        let unindexed: Vec<Interface> = (0..100)
+            .map(|n| Interface {
+                ifindex: None,
+                ..iface(0, &format!("u{n}"), "up", true, 1)
+            })
+            .collect();
+        state.listing(&unindexed, START + 100);
+        assert_eq!((state.links.len(), state.unindexed.len()), (0, 100));
+        state.listing(&[], START + 101);
+        assert!(state.links.is_empty() && state.unindexed.is_empty());
     }
 
     #[test]
