@@ -115,8 +115,10 @@ struct State {
     pass: u32,
     /// By interface index.
     links: BTreeMap<u64, Entry>,
-    /// By name, those whose index could not be read (a sysfs tree without `ifindex`).
-    unindexed: BTreeMap<Vec<u8>, Entry>,
+    /// Those whose index could not be read (a sysfs tree without `ifindex`), found by name.
+    /// A list searched end to end: real kernels always give the index, and a second map
+    /// would cost the binary more than this rare case is worth.
+    unindexed: Vec<Entry>,
 }
 
 impl State {
@@ -127,7 +129,7 @@ impl State {
             seeded: false,
             pass: 0,
             links: BTreeMap::new(),
-            unindexed: BTreeMap::new(),
+            unindexed: Vec::new(),
         }
     }
 
@@ -154,16 +156,16 @@ impl State {
         };
         let entry = match iface.ifindex {
             Some(ifindex) => self.links.entry(ifindex).or_insert_with(new),
-            None => {
-                // Looked up by a borrowed name first: a known one costs no allocation.
-                if !self.unindexed.contains_key(&iface.name[..]) {
-                    self.unindexed.insert(iface.name.clone(), new());
+            None => match self.unindexed.iter().position(|e| e.name == iface.name) {
+                Some(at) => &mut self.unindexed[at],
+                None => {
+                    self.unindexed.push(new());
+                    match self.unindexed.last_mut() {
+                        Some(entry) => entry,
+                        None => return,
+                    }
                 }
-                match self.unindexed.get_mut(&iface.name[..]) {
-                    Some(entry) => entry,
-                    None => return,
-                }
-            }
+            },
         };
         if entry.name != iface.name {
             entry.name.clone_from(&iface.name);
@@ -188,7 +190,11 @@ impl State {
         }
         let pass = self.pass;
         self.links.retain(|_, e| e.pass == pass);
-        self.unindexed.retain(|_, e| e.pass == pass);
+        self.unindexed.retain(|e| e.pass == pass);
+        // The list's room follows its length down, as the map's nodes do.
+        if self.unindexed.len() < self.unindexed.capacity() / 4 {
+            self.unindexed.shrink_to_fit();
+        }
         self.seeded = true;
     }
 
@@ -198,7 +204,7 @@ impl State {
         for iface in ifaces {
             let entry = match iface.ifindex {
                 Some(i) => self.links.get(&i),
-                None => self.unindexed.get(&iface.name[..]),
+                None => self.unindexed.iter().find(|e| e.name == iface.name),
             };
             iface.last_change_ms = Some(match entry {
                 Some(e) if e.name == iface.name => e.stamp_ms,
