@@ -107,6 +107,10 @@ pub struct Interface {
     pub tx_queue_len: Option<u64>,
     /// Present only with `--collector.statistics`, in the order of [`STATISTICS`].
     pub statistics: Option<[Option<u64>; STATISTICS_LEN]>,
+    /// When the oper state, admin state or carrier last changed, in milliseconds since the
+    /// Unix epoch (IF-MIB's ifLastChange); the exporter's start time when no change has been
+    /// seen since it started, and the time it appeared for an interface that came later.
+    pub last_change_ms: Option<u64>,
 }
 
 impl Interface {

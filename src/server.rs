@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::http::{self, Format, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
-use crate::{log, metrics, page, sys};
+use crate::{log, metrics, page, since, sys};
 
 /// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
 /// (the 4 KiB attribute buffer is boxed, bodies live on the heap); 128 KiB leaves a wide margin,
@@ -101,6 +101,8 @@ pub struct Settings {
     pub sysfs: PathBuf,
     pub source: source::Kind,
     pub options: model::Options,
+    /// The last-change times, filled into every scan.
+    pub tracker: Arc<since::Tracker>,
 }
 
 pub struct Server {
@@ -225,7 +227,13 @@ struct Generation {
 
 impl Generation {
     /// The body of one kind, rendered by the first sharer that asks for it.
-    fn body(&self, kind: Kind, telemetry_path: &str, statistics: bool) -> Option<&[u8]> {
+    fn body(
+        &self,
+        kind: Kind,
+        telemetry_path: &str,
+        statistics: bool,
+        start_ms: u64,
+    ) -> Option<&[u8]> {
         let body = self.bodies[kind as usize].get_or_init(|| {
             let scan = lock(&self.scan);
             let scan = scan.as_ref()?;
@@ -256,7 +264,13 @@ impl Generation {
                         0 => {
                             let mut count = metrics::Count::default();
                             metrics::render_interfaces(scan, statistics, format, &mut count);
-                            metrics::render_self(scan.errors, elapsed, format, &mut count);
+                            metrics::render_self(
+                                scan.errors,
+                                elapsed,
+                                start_ms,
+                                format,
+                                &mut count,
+                            );
                             count.0
                         }
                         n => n.saturating_add(n / 8),
@@ -265,7 +279,7 @@ impl Generation {
                     out.try_reserve_exact(size).ok()?;
                     headroom()?;
                     metrics::render_interfaces(scan, statistics, format, &mut out);
-                    metrics::render_self(scan.errors, elapsed, format, &mut out);
+                    metrics::render_self(scan.errors, elapsed, start_ms, format, &mut out);
                     last.store(out.len(), Ordering::Relaxed);
                     Some(out)
                 }
@@ -341,6 +355,23 @@ impl Server {
                 .spawn(move || server.accept_loop(listener))?;
         }
         Ok(())
+    }
+
+    /// Takes one scan in the background that nobody asked for, when scans are compared to
+    /// tell when interfaces changed: the first scrape may come much later, and a change before
+    /// it would otherwise go unseen. A request that comes meanwhile joins it.
+    pub fn seed(self: &Arc<Self>) {
+        let server = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("seed".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || drop(server.generation()));
+        if let Err(e) = spawned {
+            log::warn(
+                "cannot start the first scan, the first scrape takes it",
+                &[("err", &e)],
+            );
+        }
     }
 
     fn accept_loop(self: Arc<Self>, listener: TcpListener) {
@@ -503,7 +534,8 @@ impl Server {
             return self.write(req, status, plain, &body, conn, out);
         }
         let statistics = self.settings.options.statistics;
-        let body = generation.body(kind, &self.settings.telemetry_path, statistics);
+        let start_ms = self.settings.tracker.start_ms();
+        let body = generation.body(kind, &self.settings.telemetry_path, statistics, start_ms);
         generation.done_rendering();
         let Some(body) = body else {
             return self.busy(req, Busy::Memory, conn, out);
@@ -587,6 +619,9 @@ impl Server {
             reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
         match reader.scan(&self.settings.options, &mut scan) {
             Ok(()) => {
+                // Still under the reader's lock, so that scans are compared in the order
+                // they were taken.
+                self.settings.tracker.observe(&mut scan, since::now_ms());
                 self.pool
                     .last_len
                     .store(scan.interfaces.len(), Ordering::Relaxed);
