@@ -29,6 +29,16 @@ const MAX_CONNECTIONS: usize = 65_536;
 /// once is far past what any set of Prometheus servers asks, and what they hold stays small.
 const DEFAULT_MAX_REQUESTS: usize = 40;
 
+/// The smallest link-event buffer a flag may ask for: the kernel grants at least about 2 KiB
+/// whatever is asked, so smaller values would only mislead; tests use this end to force
+/// overflows.
+const MIN_EVENTS_BUFFER: usize = 1024;
+
+/// The largest link-event buffer a flag may ask for. The kernel grants no more than
+/// `net.core.rmem_max` anyway; a gibibyte is past any host's setting and far from `c_int`'s
+/// limit.
+const MAX_EVENTS_BUFFER: usize = 1 << 30;
+
 #[derive(Debug)]
 pub enum Command {
     Run(Config),
@@ -52,6 +62,8 @@ pub struct Config {
     pub exclude: Vec<Glob>,
     pub systemd_socket: bool,
     pub source: Choice,
+    /// The receive buffer asked for the link-event subscription, in bytes.
+    pub events_buffer: usize,
 }
 
 impl Default for Config {
@@ -70,6 +82,7 @@ impl Default for Config {
             exclude: Vec::new(),
             systemd_socket: false,
             source: Choice::Auto,
+            events_buffer: crate::since::DEFAULT_EVENTS_BUFFER,
         }
     }
 }
@@ -238,6 +251,19 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                     why: "expected auto, netlink or sysfs",
                 })?;
             }
+            Long("collector.netlink.events-buffer") => {
+                let v = string(&mut parser)?;
+                config.events_buffer = match v.parse::<usize>() {
+                    Ok(n) if (MIN_EVENTS_BUFFER..=MAX_EVENTS_BUFFER).contains(&n) => n,
+                    _ => {
+                        return Err(Error::BadValue {
+                            flag: "collector.netlink.events-buffer",
+                            value: v,
+                            why: "expected bytes from 1024 to 1073741824",
+                        })
+                    }
+                };
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -375,6 +401,10 @@ Flags:
   --collector.source=SOURCE    Where interface state is read: netlink, sysfs, or auto
                                (netlink when it shows the same interfaces as the
                                sysfs root, else sysfs) [default: auto]
+  --collector.netlink.events-buffer=BYTES
+                               Receive buffer asked for the link-event subscription
+                               of the netlink source; the kernel caps it at
+                               net.core.rmem_max [default: {events}]
   --interfaces.include=GLOB    Report only interfaces whose name matches, repeatable
                                [default: all]
   --interfaces.exclude=GLOB    Never report interfaces whose name matches, repeatable;
@@ -390,6 +420,7 @@ Flags:
         requests = d.max_requests,
         read = d.read_timeout.as_secs(),
         idle = d.idle_timeout.as_secs(),
+        events = d.events_buffer,
     )
 }
 
@@ -425,6 +456,11 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.log_level, Level::Info);
         assert!(!c.statistics && !c.systemd_socket);
+        assert_eq!(c.events_buffer, 4 * 1024 * 1024);
+        assert_eq!(
+            run(&["--collector.netlink.events-buffer=1024"])?.events_buffer,
+            1024
+        );
         Ok(())
     }
 
@@ -509,6 +545,7 @@ mod tests {
             "--interfaces.include",
             "--interfaces.exclude",
             "--log.level",
+            "--collector.netlink.events-buffer",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
@@ -555,6 +592,14 @@ mod tests {
             &["--path.sysfs", ""],
             "invalid value \"\" for --path.sysfs: expected the directory where sysfs is mounted, e.g. /sys",
         );
+        for bad in ["1023", "1073741825", "-1", "4M", ""] {
+            check_err(
+                &[&format!("--collector.netlink.events-buffer={bad}")],
+                &format!(
+                    "invalid value {bad:?} for --collector.netlink.events-buffer: expected bytes from 1024 to 1073741824"
+                ),
+            );
+        }
         check_err(
             &["--collector.statistics=yes"],
             "unexpected argument for option '--collector.statistics': \"yes\"",

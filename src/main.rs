@@ -14,6 +14,7 @@ mod model;
 mod netlink;
 mod page;
 mod server;
+mod since;
 mod source;
 #[allow(unsafe_code)]
 mod sys;
@@ -84,6 +85,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), String> {
+    // Interfaces that do not change from here on carry this time as their last change.
+    let tracker = Arc::new(since::Tracker::new(since::now_ms()));
+    // Made before the source is chosen (which takes a while), so that the changes of that
+    // while are queued; dropped again if the choice is sysfs.
+    let subscription =
+        (config.source != source::Choice::Sysfs).then(|| since::subscribe(config.events_buffer));
     let root = config.sysfs.clone().unwrap_or_else(default_sysfs);
     sysfs::check_root(&root).map_err(|e| e.to_string())?;
     let listeners = if config.systemd_socket {
@@ -113,6 +120,19 @@ fn run(config: Config) -> Result<(), String> {
     } else {
         log::info("interface source chosen", &fields);
     }
+    if let (source::Kind::Netlink, Some(subscription)) = (chosen.kind, subscription) {
+        let watching = subscription.and_then(|s| {
+            let granted = s.granted;
+            since::watch(&tracker, s).map(|()| granted)
+        });
+        match watching {
+            Ok(granted) => log::info("watching link events", &[("receive_buffer", &granted)]),
+            Err(e) => log::warn(
+                "cannot watch link events, comparing scans to tell when interfaces changed",
+                &[("err", &e)],
+            ),
+        }
+    }
     for l in &listeners {
         if let Ok(addr) = l.local_addr() {
             log::info("listening", &[("address", &addr)]);
@@ -138,10 +158,14 @@ fn run(config: Config) -> Result<(), String> {
             include: config.include,
             exclude: config.exclude,
         },
+        tracker: Arc::clone(&tracker),
     }));
     server
         .spawn(listeners)
         .map_err(|e| format!("cannot start the server: {e}"))?;
+    if tracker.compares_scans() {
+        server.seed();
+    }
 
     if let Ok(socket) = std::env::var("NOTIFY_SOCKET") {
         if let Err(e) = sys::notify_ready(&socket) {

@@ -83,6 +83,11 @@ const TX_QUEUE_LEN: Family = Family {
     kind: Kind::Gauge,
     help: "Transmit queue length in packets (tx_queue_len in sysfs, IFLA_TXQLEN with netlink).",
 };
+const LAST_CHANGE: Family = Family {
+    name: "interface_last_change_timestamp_seconds",
+    kind: Kind::Gauge,
+    help: "Unix time of the last change of oper state, admin state or carrier (IF-MIB ifLastChange); the exporter's start time when none was seen since it started, the time it appeared for an interface that came later.",
+};
 const INFO: Family = Family {
     name: "interface_info",
     kind: Kind::Info,
@@ -92,6 +97,11 @@ const BUILD_INFO: Family = Family {
     name: "interfaces_exporter_build_info",
     kind: Kind::Info,
     help: "The exporter's version; always 1.",
+};
+const START_TIME: Family = Family {
+    name: "interfaces_exporter_start_time_seconds",
+    kind: Kind::Gauge,
+    help: "Unix time the exporter started: a last change at this time means no change seen since.",
 };
 const SCRAPE_DURATION: Family = Family {
     name: "interfaces_exporter_scrape_duration_seconds",
@@ -188,6 +198,14 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
             optional(out, family.name, i, get(i));
         }
     }
+    header(out, &LAST_CHANGE, format);
+    for i in ifaces {
+        if let Some(ms) = i.last_change_ms {
+            sample_head(out, LAST_CHANGE.name, i, &[]);
+            push_millis(out, ms);
+            out.byte(b'\n');
+        }
+    }
     header(out, &INFO, format);
     for i in ifaces {
         let (mut index, mut number) = ([0; 20], [0; 20]);
@@ -224,10 +242,21 @@ pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mu
 }
 
 /// Renders the exporter's own families and, for OpenMetrics, the closing line.
-pub fn render_self(errors: u64, elapsed: Duration, format: Format, out: &mut impl Out) {
+pub fn render_self(
+    errors: u64,
+    elapsed: Duration,
+    start_ms: u64,
+    format: Format,
+    out: &mut impl Out,
+) {
     header(out, &BUILD_INFO, format);
     out.put(BUILD_INFO.name.as_bytes());
     out.put(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
+    header(out, &START_TIME, format);
+    out.put(START_TIME.name.as_bytes());
+    out.byte(b' ');
+    push_millis(out, start_ms);
+    out.byte(b'\n');
     header(out, &SCRAPE_DURATION, format);
     out.put(SCRAPE_DURATION.name.as_bytes());
     out.byte(b' ');
@@ -241,6 +270,20 @@ pub fn render_self(errors: u64, elapsed: Duration, format: Format, out: &mut imp
     if format == Format::OpenMetrics {
         out.put(b"# EOF\n");
     }
+}
+
+/// Appends milliseconds as decimal seconds with three digits after the point, without
+/// floating point (which loses milliseconds of a Unix time only past 2^53 ms, but would cost
+/// float formatting in the binary).
+fn push_millis(out: &mut impl Out, ms: u64) {
+    push_u64(out, ms / 1000);
+    let rest = ms % 1000;
+    out.put(&[
+        b'.',
+        b'0' + (rest / 100) as u8,
+        b'0' + (rest / 10 % 10) as u8,
+        b'0' + (rest % 10) as u8,
+    ]);
 }
 
 /// Appends a duration as decimal seconds with nanosecond digits, without floating point.
@@ -298,9 +341,16 @@ fn optional(out: &mut impl Out, name: &str, iface: &Interface, value: Option<u64
 }
 
 fn sample(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[u8])], value: u64) {
+    sample_head(out, name, iface, labels);
+    push_u64(out, value);
+    out.byte(b'\n');
+}
+
+/// A sample's name and labels and the space before its value.
+fn sample_head(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[u8])]) {
     out.put(name.as_bytes());
     out.put(b"{interface=\"");
-    name_text(&iface.name, |piece| push_escaped(out, piece));
+    push_name(out, &iface.name);
     for (label, v) in labels {
         out.put(b"\",");
         out.put(label.as_bytes());
@@ -308,8 +358,6 @@ fn sample(out: &mut impl Out, name: &str, iface: &Interface, labels: &[(&str, &[
         push_escaped(out, v);
     }
     out.put(b"\"} ");
-    push_u64(out, value);
-    out.byte(b'\n');
 }
 
 /// Turns an interface name, which is bytes, into text, handing `piece` one valid UTF-8 slice
@@ -340,18 +388,42 @@ pub fn name_text(name: &[u8], mut piece: impl FnMut(&[u8])) {
     }
 }
 
+/// Appends an interface name as its label value: [`name_text`], escaped.
+pub fn push_name(out: &mut impl Out, name: &[u8]) {
+    if is_plain(name) {
+        out.put(name);
+    } else {
+        name_text(name, |piece| push_escaped(out, piece));
+    }
+}
+
+/// Whether `value` is a label value as it stands: ASCII with nothing to escape, as nearly every
+/// name and attribute is. Checking costs less than walking UTF-8 chunks for every sample.
+fn is_plain(value: &[u8]) -> bool {
+    value.is_ascii() && !value.iter().any(|&b| matches!(b, b'\\' | b'"' | b'\n'))
+}
+
 /// Appends a label value escaped as both formats require (`\\`, `\"`, `\n`), with bytes that
 /// are not UTF-8 replaced by U+FFFD.
 pub fn push_escaped(out: &mut impl Out, value: &[u8]) {
+    if is_plain(value) {
+        out.put(value);
+        return;
+    }
     for chunk in value.utf8_chunks() {
-        for &b in chunk.valid().as_bytes() {
-            match b {
-                b'\\' => out.put(b"\\\\"),
-                b'"' => out.put(b"\\\""),
-                b'\n' => out.put(b"\\n"),
-                b => out.byte(b),
-            }
+        // Runs without a byte to escape go out whole: a value rarely holds one, and a put per
+        // byte made escaping most of a scrape's rendering time.
+        let mut rest = chunk.valid().as_bytes();
+        while let Some(at) = rest.iter().position(|&b| matches!(b, b'\\' | b'"' | b'\n')) {
+            out.put(&rest[..at]);
+            out.put(match rest[at] {
+                b'\\' => b"\\\\",
+                b'"' => b"\\\"",
+                _ => b"\\n",
+            });
+            rest = &rest[at + 1..];
         }
+        out.put(rest);
         if !chunk.invalid().is_empty() {
             out.put("\u{fffd}".as_bytes());
         }
@@ -587,13 +659,35 @@ mod tests {
     }
 
     #[test]
+    fn last_change_in_seconds_with_milliseconds() {
+        let mut scan = Scan::default();
+        scan.interfaces = vec![iface(b"a", b"up"), iface(b"b", b"down"), iface(b"c", b"up")];
+        scan.interfaces[0].last_change_ms = Some(1_732_854_712_345);
+        scan.interfaces[1].last_change_ms = Some(7);
+        let mut out = Vec::new();
+        render_interfaces(&scan, false, Format::Text, &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.contains("# TYPE interface_last_change_timestamp_seconds gauge\n"));
+        assert!(text
+            .contains("interface_last_change_timestamp_seconds{interface=\"a\"} 1732854712.345\n"));
+        assert!(text.contains("interface_last_change_timestamp_seconds{interface=\"b\"} 0.007\n"));
+        assert!(!text.contains("interface_last_change_timestamp_seconds{interface=\"c\"}"));
+    }
+
+    #[test]
     fn openmetrics_metadata() {
         let mut scan = Scan::default();
         scan.interfaces = vec![iface(b"eth0", b"up")];
         scan.interfaces[0].carrier_changes = Some(3);
         let mut out = Vec::new();
         render_interfaces(&scan, true, Format::OpenMetrics, &mut out);
-        render_self(0, Duration::from_millis(250), Format::OpenMetrics, &mut out);
+        render_self(
+            0,
+            Duration::from_millis(250),
+            1_700_000_000_005,
+            Format::OpenMetrics,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("# TYPE interface_status unknown\n"));
         assert!(text.contains("# TYPE interface_carrier_changes counter\n"));
@@ -602,6 +696,8 @@ mod tests {
         assert!(text.contains("# TYPE interfaces_exporter_build info\n"));
         assert!(text.contains("# TYPE interface_receive_bytes counter\n"));
         assert!(text.contains("interfaces_exporter_scrape_duration_seconds 0.250000000\n"));
+        assert!(text.contains("# TYPE interfaces_exporter_start_time_seconds gauge\n"));
+        assert!(text.contains("interfaces_exporter_start_time_seconds 1700000000.005\n"));
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);
     }

@@ -30,6 +30,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const AF_UNSPEC: u8 = 0;
 /// `struct ifinfomsg`: family, pad, type (u16), index (i32), flags (u32), change (u32).
@@ -237,6 +238,47 @@ fn next_attr(rest: &[u8]) -> Result<(u16, &[u8], &[u8]), Error> {
         &rest[RTA_HDRLEN..len],
         &rest[align4(len).min(rest.len())..],
     ))
+}
+
+/// One link notification, as an `RTMGRP_LINK` subscription receives it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notification<'a> {
+    /// `RTM_NEWLINK`: the interface's whole state, for [`parse_link`].
+    New(&'a [u8]),
+    /// `RTM_DELLINK`: the interface with this index is gone.
+    Deleted(u32),
+}
+
+/// Walks the messages of one datagram of link notifications and hands each `RTM_NEWLINK` and
+/// `RTM_DELLINK` to `on_link`. Unlike a dump's replies these carry the sequence number and
+/// port of whatever request caused them (an `ip link set` of another process), or zeros, so
+/// none is skipped for them; other message types are ignored.
+pub fn parse_notifications(
+    buf: &[u8],
+    mut on_link: impl FnMut(Notification<'_>),
+) -> Result<(), Error> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        if rest.len() < NLMSG_HDRLEN {
+            return Err(Error::Malformed("datagram ends inside a message header"));
+        }
+        let len = u32_at(rest, 0).unwrap_or(0) as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(Error::Malformed("message length out of bounds"));
+        }
+        let ty = u16_at(rest, 4).unwrap_or(0);
+        let payload = &rest[NLMSG_HDRLEN..len];
+        rest = &rest[align4(len).min(rest.len())..];
+        match ty {
+            RTM_NEWLINK => on_link(Notification::New(payload)),
+            RTM_DELLINK => match u32_at(payload, 4) {
+                Some(ifindex) => on_link(Notification::Deleted(ifindex)),
+                None => return Err(Error::Malformed("short ifinfomsg")),
+            },
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Fills `iface` from one `RTM_NEWLINK` payload, and `master` with the `IFLA_MASTER` index
@@ -1336,6 +1378,56 @@ mod tests {
         check_datagram(&long, Err(Error::Malformed("message length out of bounds")));
         check_datagram(
             &newlink(SEQ, PORT)[..12],
+            Err(Error::Malformed("datagram ends inside a message header")),
+        );
+    }
+
+    #[track_caller]
+    fn check_notifications(buf: &[u8], expected: Result<Vec<(bool, u32)>, Error>) {
+        let mut seen = Vec::new();
+        let r = parse_notifications(buf, |n| match n {
+            Notification::New(p) => seen.push((false, u32_at(p, 4).unwrap_or(0))),
+            Notification::Deleted(index) => seen.push((true, index)),
+        });
+        assert_eq!(r.map(|()| seen), expected);
+    }
+
+    #[test]
+    fn notifications() {
+        let newlink = |index, seq, pid| {
+            let p = link(
+                index,
+                1,
+                &[attr(IFLA_IFNAME, b"a\0"), attr(IFLA_OPERSTATE, &[6])],
+            );
+            message(RTM_NEWLINK, 0, seq, pid, &p)
+        };
+        let dellink = |index| message(RTM_DELLINK, 0, 0, 0, &link(index, 0, &[]));
+        check_notifications(b"", Ok(vec![]));
+        // Any sequence number and port: those of the `ip` that caused it, or none.
+        check_notifications(
+            &[newlink(4, 0, 0), newlink(5, 77, 4242), dellink(4)].concat(),
+            Ok(vec![(false, 4), (false, 5), (true, 4)]),
+        );
+        // Other types are no notification of ours.
+        check_notifications(
+            &[
+                done(0, 0),
+                message(NLMSG_NOOP, 0, 0, 0, &[]),
+                newlink(6, 0, 0),
+            ]
+            .concat(),
+            Ok(vec![(false, 6)]),
+        );
+        check_notifications(
+            &message(RTM_DELLINK, 0, 0, 0, &[0; 6]),
+            Err(Error::Malformed("short ifinfomsg")),
+        );
+        let mut long = newlink(4, 0, 0);
+        long[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        check_notifications(&long, Err(Error::Malformed("message length out of bounds")));
+        check_notifications(
+            &newlink(4, 0, 0)[..10],
             Err(Error::Malformed("datagram ends inside a message header")),
         );
     }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::http::{self, Format, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
-use crate::{log, metrics, page, sys};
+use crate::{log, metrics, page, since, sys};
 
 /// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
 /// (the 4 KiB attribute buffer is boxed, bodies live on the heap); 128 KiB leaves a wide margin,
@@ -104,6 +104,8 @@ pub struct Settings {
     pub sysfs: PathBuf,
     pub source: source::Kind,
     pub options: model::Options,
+    /// The last-change times, filled into every scan.
+    pub tracker: Arc<since::Tracker>,
 }
 
 pub struct Server {
@@ -113,8 +115,6 @@ pub struct Server {
     /// Requests for the metrics or the status page from arrival until their response is
     /// written, as node_exporter counts `--web.max-requests`.
     requests: AtomicUsize,
-    /// When the exporter started, in milliseconds since the Unix epoch.
-    start_ms: u64,
     /// The scan running, which requests that arrive meanwhile join.
     flight: Mutex<Option<Arc<Flight>>>,
     /// The source of interface state, used by one scan at a time (the flight's leader).
@@ -133,6 +133,9 @@ struct Pool {
     spare: Mutex<Option<Scan>>,
     /// Interfaces in the last scan: the next one reserves room for them up front, fallibly.
     last_len: AtomicUsize,
+    /// Bytes of the last body of each kind: the next is rendered once into room reserved
+    /// (fallibly) for that and an eighth more, instead of being counted first.
+    last_body: [AtomicUsize; 3],
 }
 
 /// What a request's path asks for.
@@ -263,7 +266,7 @@ impl Generation {
                         telemetry_path,
                         host: &host,
                         start_ms,
-                        now_ms: now_ms(),
+                        now_ms: since::now_ms(),
                         refresh: matches!(kind, Kind::Page),
                     };
                     page::render(scan, &context, &mut out);
@@ -277,14 +280,32 @@ impl Generation {
                     };
                     // Both passes print this one value, so their lengths agree.
                     let elapsed = self.started.elapsed();
-                    let mut count = metrics::Count::default();
-                    metrics::render_interfaces(scan, statistics, format, &mut count);
-                    metrics::render_self(scan.errors, elapsed, format, &mut count);
+                    let last = &self.pool.last_body[kind as usize];
+                    // The body is reserved at once, where a refusal can still be a 503: as
+                    // long as the last one and an eighth more (rendering it only once, which
+                    // halves its cost), or as counted by a first pass when there is no last
+                    // one. A body that outgrows the estimate grows the ordinary way.
+                    let size = match last.load(Ordering::Relaxed) {
+                        0 => {
+                            let mut count = metrics::Count::default();
+                            metrics::render_interfaces(scan, statistics, format, &mut count);
+                            metrics::render_self(
+                                scan.errors,
+                                elapsed,
+                                start_ms,
+                                format,
+                                &mut count,
+                            );
+                            count.0
+                        }
+                        n => n.saturating_add(n / 8),
+                    };
                     let mut out = Vec::new();
-                    out.try_reserve_exact(count.0).ok()?;
+                    out.try_reserve_exact(size).ok()?;
                     headroom()?;
                     metrics::render_interfaces(scan, statistics, format, &mut out);
-                    metrics::render_self(scan.errors, elapsed, format, &mut out);
+                    metrics::render_self(scan.errors, elapsed, start_ms, format, &mut out);
+                    last.store(out.len(), Ordering::Relaxed);
                     Some(out)
                 }
             }
@@ -343,7 +364,6 @@ impl Server {
             settings,
             active: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
-            start_ms: now_ms(),
             flight: Mutex::new(None),
             reader: Mutex::new(None),
             pool: Arc::default(),
@@ -360,6 +380,23 @@ impl Server {
                 .spawn(move || server.accept_loop(listener))?;
         }
         Ok(())
+    }
+
+    /// Takes one scan in the background that nobody asked for, when scans are compared to
+    /// tell when interfaces changed: the first scrape may come much later, and a change before
+    /// it would otherwise go unseen. A request that comes meanwhile joins it.
+    pub fn seed(self: &Arc<Self>) {
+        let server = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("seed".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || drop(server.generation()));
+        if let Err(e) = spawned {
+            log::warn(
+                "cannot start the first scan, the first scrape takes it",
+                &[("err", &e)],
+            );
+        }
     }
 
     fn accept_loop(self: Arc<Self>, listener: TcpListener) {
@@ -554,7 +591,7 @@ impl Server {
             return self.write(req, status, plain, &body, conn, out);
         }
         let statistics = self.settings.options.statistics;
-        let start_ms = self.start_ms;
+        let start_ms = self.settings.tracker.start_ms();
         let body = generation.body(kind, &self.settings.telemetry_path, statistics, start_ms);
         generation.done_rendering();
         let Some(body) = body else {
@@ -639,6 +676,9 @@ impl Server {
             reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
         match reader.scan(&self.settings.options, &mut scan) {
             Ok(()) => {
+                // Still under the reader's lock, so that scans are compared in the order
+                // they were taken.
+                self.settings.tracker.observe(&mut scan, since::now_ms());
                 self.pool
                     .last_len
                     .store(scan.interfaces.len(), Ordering::Relaxed);
@@ -882,13 +922,6 @@ fn refuse(stream: TcpStream, body: &[u8]) {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch; 0 for a clock set before it.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn date_now() -> String {

@@ -124,15 +124,8 @@ pub fn check(kind: Kind, root: &Path) -> Result<(), Unready> {
 /// Drops the interfaces the options do not want and sorts the rest by name. The readers may
 /// skip unwanted interfaces early to save reads; this is where the rule is applied.
 fn finish(opts: &Options, scan: &mut Scan) {
-    let mut all = std::mem::take(&mut scan.interfaces);
-    for iface in all.drain(..) {
-        if opts.wants(&iface.name) {
-            scan.interfaces.push(iface);
-        } else {
-            scan.give_back(iface);
-        }
-    }
-    scan.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    scan.keep_only(|name| opts.wants(name));
+    scan.sort_by_name();
 }
 
 /// The source picked at start, and why, for the one log line that says so.

@@ -1,7 +1,8 @@
 //! The crate's only `unsafe`: signal masks, sockets inherited from systemd, the descriptor
-//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, the effective user
-//! id and the host name: the libc calls std does not offer. Plus the systemd readiness
-//! message, which needs none.
+//! limit, `openat`, `openat2`, `readlinkat` and `getdents64` for sysfs, the netlink sockets
+//! (dumps and the link-event subscription), the ethtool ioctl, the effective user id and the
+//! host name: the libc calls std does not offer. Plus the systemd readiness message, which
+//! needs none.
 //!
 //! Declarations are written by hand against the Linux ABI (the same on glibc and musl, x86_64
 //! and aarch64) because the project takes no dependency but lexopt.
@@ -727,6 +728,10 @@ impl NetlinkSocket {
     /// Receives one datagram. `MSG_TRUNC` makes the kernel return the datagram's real length,
     /// so a datagram larger than `buf` is seen as truncated instead of parsed half.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.recv_with(buf, 0)
+    }
+
+    fn recv_with(&self, buf: &mut [u8], flags: c_int) -> io::Result<Received> {
         loop {
             let mut from = SockaddrNl::default();
             let mut from_len = std::mem::size_of::<SockaddrNl>() as u32;
@@ -737,7 +742,7 @@ impl NetlinkSocket {
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
-                    MSG_TRUNC,
+                    MSG_TRUNC | flags,
                     (&mut from as *mut SockaddrNl).cast(),
                     &mut from_len,
                 )
@@ -881,4 +886,71 @@ fn set_byte(word: u32, at: usize, value: u8) -> [u8; 4] {
     let mut b = word.to_ne_bytes();
     b[at] = value;
     b
+}
+
+// ---------------------------------------------------------------------------------------------
+// Link events: the subscription of `since.rs`'s watcher. The notifications are parsed in
+// `netlink.rs`; only the socket is here.
+
+/// `RTMGRP_LINK`, the multicast group of link notifications (linux/rtnetlink.h).
+const RTMGRP_LINK: u32 = 1;
+/// The same on x86_64 and aarch64 (the generic socket option numbers).
+const SO_RCVBUF: c_int = 8;
+/// The same on x86_64 and aarch64.
+const MSG_DONTWAIT: c_int = 0x40;
+/// What a receive returns once the kernel dropped notifications for want of room: the same on
+/// x86_64 and aarch64 (asm-generic's errno numbers).
+pub const ENOBUFS: i32 = 105;
+
+impl NetlinkSocket {
+    /// A `NETLINK_ROUTE` socket subscribed to link notifications, with a receive buffer of
+    /// `rcvbuf` bytes asked for. The kernel caps the request at `net.core.rmem_max` and books
+    /// twice what it grants; the bytes it books are returned. Receives block without a timeout:
+    /// the socket belongs to a thread that has nothing else to do.
+    pub fn subscribe_links(rcvbuf: usize) -> io::Result<(NetlinkSocket, usize)> {
+        let fd = new_socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)?;
+        let raw = fd.as_raw_fd();
+        let asked = c_int::try_from(rcvbuf).unwrap_or(c_int::MAX);
+        // Sized before the bind, so that no notification ever meets the default buffer.
+        set_int_option(raw, SOL_SOCKET, SO_RCVBUF, asked)?;
+        let mut addr = SockaddrNl {
+            family: AF_NETLINK as u16,
+            groups: RTMGRP_LINK,
+            ..SockaddrNl::default()
+        };
+        let mut len = std::mem::size_of::<SockaddrNl>() as u32;
+        let mut granted: c_int = 0;
+        let mut granted_len = std::mem::size_of::<c_int>() as u32;
+        // SAFETY: `addr`, `len`, `granted` and `granted_len` are valid for reads and writes of
+        // the sizes passed, and the calls keep no pointer past their return.
+        unsafe {
+            if bind(raw, (&addr as *const SockaddrNl).cast(), len) < 0
+                || getsockname(raw, (&mut addr as *mut SockaddrNl).cast(), &mut len) < 0
+                || getsockopt(
+                    raw,
+                    SOL_SOCKET,
+                    SO_RCVBUF,
+                    (&mut granted as *mut c_int).cast(),
+                    &mut granted_len,
+                ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let socket = NetlinkSocket {
+            fd,
+            portid: addr.pid,
+        };
+        Ok((socket, usize::try_from(granted).unwrap_or(0)))
+    }
+
+    /// Receives one datagram if one is queued, without waiting: `None` when the queue is
+    /// empty.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        match self.recv_with(buf, MSG_DONTWAIT) {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -138,7 +138,10 @@ fn slow_clients_neither_delay_a_scrape_nor_outstay_the_read_timeout() -> Result 
     const STALLED: usize = 256;
     const RSS_LIMIT_KIB: u64 = 32 * 1024;
     let f = small_host()?;
-    let mut exp = Exporter::start(&[&f.flag(), READ_TIMEOUT_FLAG])?;
+    // Room for the stalled connections and a few more: the scrapes below, and a connection of
+    // the start-up probe that may not have been counted out yet on a loaded machine.
+    let limit = format!("--web.max-connections={}", STALLED + 8);
+    let mut exp = Exporter::start(&[&f.flag(), READ_TIMEOUT_FLAG, &limit])?;
     let pid = exp.pid();
 
     // Half a head each, then silence: two shapes, a cut request line and a cut header block.

@@ -14,5 +14,6 @@ mod process;
 mod prometheus;
 mod resources;
 mod serve;
+mod since;
 mod untrusted;
 mod util;

@@ -6,7 +6,9 @@ is not systemd.
 Usage: seccomp.py RULE... -- PROGRAM [ARG...]
   RULE is NAME=ERRNO          every call of the system call NAME fails with ERRNO
        or socket:FAMILY=ERRNO socket(FAMILY, ...) fails with ERRNO; other families work
-  NAME is a system call from SYSCALLS below, FAMILY one of FAMILIES, ERRNO a name from errno.
+       or setsockopt:OPTION=ERRNO  setsockopt(fd, level, OPTION, ...) fails with ERRNO
+  NAME is a system call from SYSCALLS below, FAMILY one of FAMILIES, OPTION one of OPTIONS,
+  ERRNO a name from errno.
 
 x86_64 only: the tests run the host's own binary. The filter is installed with
 PR_SET_NO_NEW_PRIVS, so no privilege is needed, and it is inherited across execve.
@@ -19,8 +21,19 @@ import struct
 import sys
 
 # x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-SYSCALLS = {"socket": 41, "openat": 257, "openat2": 437, "setrlimit": 160, "prlimit64": 302}
+SYSCALLS = {
+    "socket": 41,
+    "setsockopt": 54,
+    "openat": 257,
+    "openat2": 437,
+    "setrlimit": 160,
+    "prlimit64": 302,
+}
 FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+OPTIONS = {"SO_RCVBUF": 8}
+# The argument a qualified rule matches, and the names it may take: socket's domain,
+# setsockopt's option name.
+QUALIFIERS = {"socket": (0, FAMILIES), "setsockopt": (2, OPTIONS)}
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 PR_SET_NO_NEW_PRIVS = 38
@@ -37,6 +50,7 @@ RET_K = 0x06
 
 # struct seccomp_data: nr at 0, arch at 4, instruction_pointer at 8, args[6] at 16.
 OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16
+ARG_SIZE = 8
 
 
 def insn(code, jt, jf, k):
@@ -44,27 +58,28 @@ def insn(code, jt, jf, k):
 
 
 def program(rules):
-    """rules: [(syscall number, family or None, errno)]"""
+    """rules: [(syscall number, (argument index, value) or None, errno)]"""
     prog = [
         insn(LD_W_ABS, 0, 0, OFF_ARCH),
         insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
         insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
     ]
-    for nr, family, err in rules:
+    for nr, qualifier, err in rules:
         ret = insn(RET_K, 0, 0, SECCOMP_RET_ERRNO | err)
-        if family is None:
+        if qualifier is None:
             prog += [
                 insn(LD_W_ABS, 0, 0, OFF_NR),
                 insn(JEQ_K, 0, 1, nr),
                 ret,
             ]
         else:
-            # Low 32 bits of args[0] on little-endian x86_64.
+            # Low 32 bits of the argument on little-endian x86_64.
+            arg, value = qualifier
             prog += [
                 insn(LD_W_ABS, 0, 0, OFF_NR),
                 insn(JEQ_K, 0, 3, nr),
-                insn(LD_W_ABS, 0, 0, OFF_ARG0),
-                insn(JEQ_K, 0, 1, family),
+                insn(LD_W_ABS, 0, 0, OFF_ARG0 + ARG_SIZE * arg),
+                insn(JEQ_K, 0, 1, value),
                 ret,
             ]
     prog.append(insn(RET_K, 0, 0, SECCOMP_RET_ALLOW))
@@ -76,12 +91,15 @@ def parse_rule(rule):
     err = getattr(errno, err_name, None)
     if not err_name or not isinstance(err, int):
         sys.exit(f"seccomp.py: unknown errno in {rule!r}")
-    name, _, family = target.partition(":")
+    name, _, qualified = target.partition(":")
     if name not in SYSCALLS:
         sys.exit(f"seccomp.py: unknown system call in {rule!r}")
-    if family and family not in FAMILIES:
-        sys.exit(f"seccomp.py: unknown address family in {rule!r}")
-    return SYSCALLS[name], FAMILIES[family] if family else None, err
+    if not qualified:
+        return SYSCALLS[name], None, err
+    arg, names = QUALIFIERS.get(name, (None, {}))
+    if qualified not in names:
+        sys.exit(f"seccomp.py: unknown qualifier in {rule!r}")
+    return SYSCALLS[name], (arg, names[qualified]), err
 
 
 def main(argv):
