@@ -27,7 +27,7 @@ const REFRESH_SECONDS: u32 = 5;
 const STYLE: &str = concat!(
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222;background:#fff}\n",
     "table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\n",
-    "th{background:#f4f4f4}.n{text-align:right;font-variant-numeric:tabular-nums}\n",
+    "th{background:#f4f4f4}.n{text-align:right;font-variant-numeric:tabular-nums}.since{white-space:nowrap}\n",
     ".up{background:#c8f0c8}.down,.lowerlayerdown{background:#f8c8c8}",
     ".dormant,.testing,.notpresent{background:#f8e8b0}.unknown,.other{background:#e4e4e4}\n",
     // Shut down on purpose is not an outage (the alert rules say the same): muted, not red.
@@ -153,7 +153,7 @@ pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
         }
         match i.last_change_ms {
             Some(ms) => {
-                out.extend_from_slice(b"</td><td title=\"");
+                out.extend_from_slice(b"</td><td class=\"since\" title=\"");
                 if ms == cx.start_ms {
                     out.extend_from_slice(b"no change seen since the exporter started at ");
                 } else {
@@ -172,7 +172,7 @@ pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
                 }
                 push_duration(out, cx.now_ms.saturating_sub(ms) / 1000);
             }
-            None => out.extend_from_slice(b"</td><td>"),
+            None => out.extend_from_slice(b"</td><td class=\"since\">"),
         }
         out.extend_from_slice(b"</td><td>");
         out.extend_from_slice(match i.admin_up {
@@ -397,30 +397,30 @@ mod tests {
             // Changed after the start: a plain "for".
             (
                 eth0(b"down", true, Some(START_MS + 12 * 60 * 1000)),
-                "\"down\"><td>eth0</td><td></td><td>down</td><td title=\"changed at 2026-11-29 04:12:00 UTC\">down for 3h</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"down\"><td>eth0</td><td></td><td>down</td><td class=\"since\" title=\"changed at 2026-11-29 04:12:00 UTC\">down for 3h</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             (
                 eth0(b"up", true, Some(START_MS + (3 * 3600 + 7 * 60 + 4) * 1000 + 900)),
-                "\"up\"><td>eth0</td><td></td><td>up</td><td title=\"changed at 2026-11-29 07:07:04 UTC\">up for 5m 2s</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"up\"><td>eth0</td><td></td><td>up</td><td class=\"since\" title=\"changed at 2026-11-29 07:07:04 UTC\">up for 5m 2s</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             // No change seen since the start: at least that long.
             (
                 eth0(b"down", false, Some(START_MS)),
-                "\"down admin-down\"><td>eth0</td><td></td><td>down</td><td title=\"no change seen since the exporter started at 2026-11-29 04:00:00 UTC\">down for at least 3h 12m</td><td>down</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"down admin-down\"><td>eth0</td><td></td><td>down</td><td class=\"since\" title=\"no change seen since the exporter started at 2026-11-29 04:00:00 UTC\">down for at least 3h 12m</td><td>down</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             // A clock stepped back: never a negative time.
             (
                 eth0(b"up", true, Some(START_MS + 24 * 3600 * 1000)),
-                "\"up\"><td>eth0</td><td></td><td>up</td><td title=\"changed at 2026-11-30 04:00:00 UTC\">up for 0s</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"up\"><td>eth0</td><td></td><td>up</td><td class=\"since\" title=\"changed at 2026-11-30 04:00:00 UTC\">up for 0s</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             // A state the kernel does not write, escaped in both cells; no time known.
             (
                 eth0(b"<x>", true, Some(START_MS + 1000)),
-                "\"other\"><td>eth0</td><td></td><td>&lt;x&gt;</td><td title=\"changed at 2026-11-29 04:00:01 UTC\">&lt;x&gt; for 3h 12m</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"other\"><td>eth0</td><td></td><td>&lt;x&gt;</td><td class=\"since\" title=\"changed at 2026-11-29 04:00:01 UTC\">&lt;x&gt; for 3h 12m</td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             (
                 eth0(b"up", true, None),
-                "\"up\"><td>eth0</td><td></td><td>up</td><td></td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"up\"><td>eth0</td><td></td><td>up</td><td class=\"since\"></td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
             // A bridge port names its bridge, shown as on /metrics.
             (
@@ -428,7 +428,7 @@ mod tests {
                     master: b"br\xff<0>".to_vec(),
                     ..eth0(b"up", true, None)
                 },
-                "\"up\"><td>eth0</td><td>br/xff&lt;0&gt;</td><td>up</td><td></td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
+                "\"up\"><td>eth0</td><td>br/xff&lt;0&gt;</td><td>up</td><td class=\"since\"></td><td>up</td><td></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td>",
             ),
         ];
         for (iface, expected) in cases {
@@ -496,7 +496,7 @@ mod tests {
             &context(true),
         );
         assert!(html.contains(
-            "<tr class=\"lowerlayerdown\"><td>&lt;img src=x&gt;</td><td></td><td>lowerlayerdown</td><td></td><td>up</td><td>no</td><td class=\"n\"></td><td class=\"n\">1500</td><td class=\"n\"></td><td>a&amp;b</td></tr>"
+            "<tr class=\"lowerlayerdown\"><td>&lt;img src=x&gt;</td><td></td><td>lowerlayerdown</td><td class=\"since\"></td><td>up</td><td>no</td><td class=\"n\"></td><td class=\"n\">1500</td><td class=\"n\"></td><td>a&amp;b</td></tr>"
         ));
         assert!(!html.contains("<img"));
         assert!(html.contains("<a href=\"/metrics\">/metrics</a>"));

@@ -18,7 +18,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The size of the README screenshot: the table's width, and room for a few more rows.
-const WINDOW_SIZE: &str = "1100,500";
+const WINDOW_SIZE: &str = "1280,560";
 
 /// The hostile interface name: markup, an entity, and a quote (a name cannot hold `/`).
 const HOSTILE_NAME: &str = "<b>x&amp;\"";
