@@ -502,7 +502,10 @@ pub fn duplex_name(duplex: u8) -> &'static [u8] {
 /// errno values from the ethtool ioctl that mean "no value", as sysfs turns them into EINVAL:
 /// EOPNOTSUPP (no link settings), ENODEV (gone since the dump), EINVAL.
 fn ethtool_no_value(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(19 | 22 | 95))
+    matches!(
+        err.raw_os_error(),
+        Some(sys::ENODEV | sys::EINVAL | sys::EOPNOTSUPP)
+    )
 }
 
 /// Reads interfaces with netlink dumps, reusing its socket and buffer from scan to scan.
@@ -1343,8 +1346,8 @@ mod tests {
         );
         // The kernel's errors.
         check_datagram(
-            &message(NLMSG_ERROR, 0, SEQ, PORT, &(-105i32).to_ne_bytes()),
-            Err(Error::Kernel(105)),
+            &message(NLMSG_ERROR, 0, SEQ, PORT, &(-sys::ENOBUFS).to_ne_bytes()),
+            Err(Error::Kernel(sys::ENOBUFS)),
         );
         check_datagram(
             &message(NLMSG_ERROR, 0, SEQ, PORT, &0i32.to_ne_bytes()),
@@ -1354,7 +1357,7 @@ mod tests {
             &message(NLMSG_ERROR, 0, SEQ, PORT, &[1, 2]),
             Err(Error::Malformed("short NLMSG_ERROR")),
         );
-        check_datagram(&done(0, -12), Err(Error::Kernel(12)));
+        check_datagram(&done(0, -sys::ENOMEM), Err(Error::Kernel(sys::ENOMEM)));
         check_datagram(
             &message(NLMSG_OVERRUN, 0, SEQ, PORT, &[]),
             Err(Error::Overrun),

@@ -18,12 +18,29 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::raw::{c_char, c_int, c_long, c_ulong, c_void};
 
-const SIG_BLOCK: c_int = 0;
-const EINTR: c_int = 4;
-const F_GETFD: c_int = 1;
-const F_SETFD: c_int = 2;
-const FD_CLOEXEC: c_int = 1;
-const SOL_SOCKET: c_int = 1;
+// Errno values, one definition each for the whole crate: the same on x86_64 and aarch64
+// (asm-generic's numbering, which both use).
+pub const EPERM: i32 = 1;
+pub const ENOENT: i32 = 2;
+pub const EINTR: i32 = 4;
+pub const EAGAIN: i32 = 11;
+pub const ENOMEM: i32 = 12;
+pub const EXDEV: i32 = 18;
+pub const ENODEV: i32 = 19;
+pub const ENOTDIR: i32 = 20;
+pub const EINVAL: i32 = 22;
+pub const ENFILE: i32 = 23;
+pub const EMFILE: i32 = 24;
+pub const ENAMETOOLONG: i32 = 36;
+pub const ENOSYS: i32 = 38;
+pub const ELOOP: i32 = 40;
+pub const EOPNOTSUPP: i32 = 95;
+/// Also what a netlink receive returns once the kernel dropped notifications for want of room.
+pub const ENOBUFS: i32 = 105;
+
+// Open flags, one definition each. O_RDONLY is 0.
+const O_NOCTTY: c_int = 0o400;
+const O_NONBLOCK: c_int = 0o4000;
 const O_CLOEXEC: c_int = 0o2000000;
 const O_PATH: c_int = 0o10000000;
 // arm64 moved these two (arch/arm64/include/uapi/asm/fcntl.h); x86_64 uses asm-generic's.
@@ -35,6 +52,12 @@ const O_NOFOLLOW: c_int = 0o400000;
 const O_DIRECTORY: c_int = 0o40000;
 #[cfg(target_arch = "aarch64")]
 const O_NOFOLLOW: c_int = 0o100000;
+
+const SIG_BLOCK: c_int = 0;
+const F_GETFD: c_int = 1;
+const F_SETFD: c_int = 2;
+const FD_CLOEXEC: c_int = 1;
+const SOL_SOCKET: c_int = 1;
 /// `getdents64`: 217 on x86_64, 61 on aarch64 (asm-generic's table).
 #[cfg(target_arch = "x86_64")]
 const SYS_GETDENTS64: c_long = 217;
@@ -44,7 +67,6 @@ const SYS_GETDENTS64: c_long = 61;
 const SYS_OPENAT2: c_long = 437;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
-const ENAMETOOLONG: i32 = 36;
 /// `RLIMIT_NOFILE` is 7 on x86_64 and aarch64 (asm-generic's numbering).
 const RLIMIT_NOFILE: c_int = 7;
 
@@ -63,11 +85,10 @@ pub enum Open {
 
 impl Open {
     fn flags(self) -> c_int {
-        // O_RDONLY is 0; O_NOCTTY (0o400) and O_NONBLOCK (0o4000) are the same on both arches.
         match self {
             Open::Path => O_PATH | O_DIRECTORY | O_CLOEXEC,
             Open::List => O_DIRECTORY | O_CLOEXEC,
-            Open::Attr => O_CLOEXEC | 0o4000 | 0o400,
+            Open::Attr => O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
         }
     }
 }
@@ -482,8 +503,8 @@ pub fn notify_ready(socket: &str) -> std::io::Result<()> {
 
 const AF_INET6: c_int = 10;
 const SOCK_STREAM: c_int = 1;
-/// `O_CLOEXEC`, the same on x86_64 and aarch64.
-const SOCK_CLOEXEC: c_int = 0o2000000;
+/// The kernel defines it as `O_CLOEXEC`.
+const SOCK_CLOEXEC: c_int = O_CLOEXEC;
 const IPPROTO_IPV6: c_int = 41;
 const IPV6_V6ONLY: c_int = 26;
 const SO_REUSEADDR: c_int = 2;
@@ -577,7 +598,6 @@ const MSG_TRUNC: c_int = 0x20;
 const SIOCETHTOOL: c_ulong = 0x8946;
 const ETHTOOL_GSET: u32 = 0x1;
 const ETHTOOL_GLINKSETTINGS: u32 = 0x4c;
-const EOPNOTSUPP: i32 = 95;
 /// `IFNAMSIZ`: an interface name and its NUL.
 const IFNAMSIZ: usize = 16;
 
@@ -898,9 +918,6 @@ const RTMGRP_LINK: u32 = 1;
 const SO_RCVBUF: c_int = 8;
 /// The same on x86_64 and aarch64.
 const MSG_DONTWAIT: c_int = 0x40;
-/// What a receive returns once the kernel dropped notifications for want of room: the same on
-/// x86_64 and aarch64 (asm-generic's errno numbers).
-pub const ENOBUFS: i32 = 105;
 
 impl NetlinkSocket {
     /// A `NETLINK_ROUTE` socket subscribed to link notifications, with a receive buffer of

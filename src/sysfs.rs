@@ -30,7 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS, STATISTICS_LEN};
-use crate::sys::{self, Open, Resolve};
+use crate::sys::{
+    self, Open, Resolve, EAGAIN, EINVAL, ELOOP, EMFILE, ENFILE, ENOBUFS, ENODEV, ENOENT, ENOMEM,
+    ENOSYS, ENOTDIR, EOPNOTSUPP, EPERM, EXDEV,
+};
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
 /// attribute is never longer; a fixture file that is gets refused rather than truncated. The
@@ -54,22 +57,6 @@ const CLASS_NET: &[u8] = b"class/net/";
 
 /// `d_type` of a regular file in a directory entry.
 const DT_REG: u8 = 8;
-
-/// Linux errno values, the same on x86_64 and aarch64 (asm-generic's numbering).
-const EPERM: i32 = 1;
-const ENOENT: i32 = 2;
-const EAGAIN: i32 = 11;
-const ENOMEM: i32 = 12;
-const EXDEV: i32 = 18;
-const ENODEV: i32 = 19;
-const ENOTDIR: i32 = 20;
-const EINVAL: i32 = 22;
-const ENFILE: i32 = 23;
-const EMFILE: i32 = 24;
-const ENOSYS: i32 = 38;
-const ELOOP: i32 = 40;
-const EOPNOTSUPP: i32 = 95;
-const ENOBUFS: i32 = 105;
 
 /// What this process learned of `openat2`: asked once, then remembered.
 static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
