@@ -9,7 +9,6 @@ use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Glob {
-    text: String,
     tokens: Vec<Token>,
 }
 
@@ -39,12 +38,6 @@ impl fmt::Display for GlobError {
             GlobError::TrailingBackslash => f.write_str("trailing '\\'"),
             GlobError::Empty => f.write_str("empty pattern"),
         }
-    }
-}
-
-impl fmt::Display for Glob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
     }
 }
 
@@ -80,10 +73,7 @@ impl Glob {
                 b => tokens.push(Token::Byte(b)),
             }
         }
-        Ok(Glob {
-            text: pattern.to_owned(),
-            tokens,
-        })
+        Ok(Glob { tokens })
     }
 
     /// Whether the whole of `name` matches.
