@@ -1,11 +1,12 @@
-//! The seeded random source the unit-test fuzzers share (`http.rs`, `sysfs.rs`).
+//! The deterministic random source the unit-test fuzzers share (`http.rs`, `sysfs.rs`).
 //!
 //! Deterministic on purpose: every run replays the same inputs, so a failure reproduces from
 //! the test name alone, with no dependency and no nightly toolchain.
 //!
 //! Invariant: compiled for tests only.
 
-/// xorshift64 (Marsaglia's 13/7/17 triple): full period over nonzero states.
+/// xorshift64 (Marsaglia's 13/7/17 triple): full period over nonzero states. A fuzzer starts
+/// it at a fixed nonzero state of its own.
 pub struct Rng(pub u64);
 
 impl Rng {

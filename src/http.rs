@@ -886,14 +886,15 @@ mod tests {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
-    // Fuzzing: seeded, std-only, deterministic. Every run replays the same inputs, so a failure
-    // reproduces from the test name alone; the invariants are checked by a second, simpler
-    // reading of the same bytes rather than by comparing with the parser's own logic.
+    // Fuzzing: std-only and deterministic, each fuzzer's Rng starting at a fixed state. Every
+    // run replays the same inputs, so a failure reproduces from the test name alone; the
+    // invariants are checked by a second, simpler reading of the same bytes rather than by
+    // comparing with the parser's own logic.
 
     use crate::fuzz::Rng;
 
     /// What scrapers, curl and browsers send, and the shapes attacks start from.
-    const SEEDS: &[&[u8]] = &[
+    const CORPUS: &[&[u8]] = &[
         b"GET /metrics HTTP/1.1\r\nHost: 10.0.0.1:9425\r\nUser-Agent: Prometheus/3.0.0\r\nAccept: application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: localhost:9425\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
         b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -949,7 +950,7 @@ mod tests {
     ];
 
     fn mutate(rng: &mut Rng) -> Vec<u8> {
-        let mut v = rng.pick(SEEDS).to_vec();
+        let mut v = rng.pick(CORPUS).to_vec();
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(v.len() + 1);
             match rng.below(8) {
@@ -965,8 +966,8 @@ mod tests {
                 }
                 5 => v.truncate(at),
                 6 => {
-                    // Splice: this input's start, another seed's end.
-                    let other = rng.pick(SEEDS);
+                    // Splice: this input's start, another corpus entry's end.
+                    let other = rng.pick(CORPUS);
                     let from = rng.below(other.len() + 1);
                     v.truncate(at);
                     v.extend_from_slice(&other[from..]);

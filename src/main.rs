@@ -164,7 +164,7 @@ fn run(config: Config) -> Result<(), String> {
         .spawn(listeners)
         .map_err(|e| format!("cannot start the server: {e}"))?;
     if tracker.compares_scans() {
-        server.seed();
+        server.prime();
     }
 
     if let Ok(socket) = std::env::var("NOTIFY_SOCKET") {

@@ -385,10 +385,10 @@ impl Server {
     /// Takes one scan in the background that nobody asked for, when scans are compared to
     /// tell when interfaces changed: the first scrape may come much later, and a change before
     /// it would otherwise go unseen. A request that comes meanwhile joins it.
-    pub fn seed(self: &Arc<Self>) {
+    pub fn prime(self: &Arc<Self>) {
         let server = Arc::clone(self);
         let spawned = thread::Builder::new()
-            .name("seed".into())
+            .name("prime".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || drop(server.generation()));
         if let Err(e) = spawned {

@@ -3,7 +3,7 @@
 //!
 //! With the netlink source a thread of its own holds an `RTMGRP_LINK` subscription ([`watch`])
 //! and stamps a change with the time its notification was received, so a flap between two
-//! scrapes is timed to the millisecond. The subscription is made before the dump that seeds the
+//! scrapes is timed to the millisecond. The subscription is made before the dump that fills the
 //! entries, so no change falls between them. When the kernel had no room for notifications
 //! (`ENOBUFS`: a burst larger than the receive buffer) the watcher dumps afresh, compares each
 //! interface with what it holds and stamps what differs with the time of that resync; the
@@ -111,7 +111,7 @@ struct State {
     /// Whether notifications keep the entries current; false: scans are compared.
     events: bool,
     /// A full listing has been taken: an interface not known since appeared later.
-    seeded: bool,
+    listed: bool,
     pass: u32,
     /// By interface index.
     links: BTreeMap<u64, Entry>,
@@ -126,7 +126,7 @@ impl State {
         State {
             start_ms,
             events: false,
-            seeded: false,
+            listed: false,
             pass: 0,
             links: BTreeMap::new(),
             unindexed: Vec::new(),
@@ -135,7 +135,7 @@ impl State {
 
     /// The stamp of an interface first seen now.
     fn appeared(&self, now_ms: u64) -> u64 {
-        if self.seeded {
+        if self.listed {
             now_ms
         } else {
             self.start_ms
@@ -195,7 +195,7 @@ impl State {
         if self.unindexed.len() < self.unindexed.capacity() / 4 {
             self.unindexed.shrink_to_fit();
         }
-        self.seeded = true;
+        self.listed = true;
     }
 
     /// Writes each interface's stamp into `last_change_ms`. One not known (its notification
@@ -275,7 +275,7 @@ pub fn subscribe(buffer: usize) -> io::Result<Subscription> {
     Ok(Subscription { socket, granted })
 }
 
-/// Starts the thread that seeds `tracker` with a dump and then follows `subscription`'s
+/// Starts the thread that fills `tracker` with a dump and then follows `subscription`'s
 /// notifications. On an error the tracker keeps comparing scans.
 pub fn watch(tracker: &Arc<Tracker>, subscription: Subscription) -> io::Result<()> {
     let socket = subscription.socket;
@@ -301,7 +301,7 @@ pub fn watch(tracker: &Arc<Tracker>, subscription: Subscription) -> io::Result<(
     Ok(())
 }
 
-/// Seeds the entries and follows the notifications; returns only when it can go on no more.
+/// Fills the entries with a dump and follows the notifications; returns only when it can go on no more.
 fn follow(tracker: &Tracker, socket: &sys::NetlinkSocket) -> io::Error {
     let mut w = Watcher {
         tracker,
