@@ -171,26 +171,15 @@ pub fn parse_datagram(
     let mut out = Datagram::default();
     let mut rest = buf;
     while !rest.is_empty() {
-        if rest.len() < NLMSG_HDRLEN {
-            return Err(Error::Malformed("datagram ends inside a message header"));
-        }
-        let len = u32_at(rest, 0).unwrap_or(0) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(Error::Malformed("message length out of bounds"));
-        }
-        let ty = u16_at(rest, 4).unwrap_or(0);
-        let flags = u16_at(rest, 6).unwrap_or(0);
-        let msg_seq = u32_at(rest, 8).unwrap_or(0);
-        let msg_pid = u32_at(rest, 12).unwrap_or(0);
-        let payload = &rest[NLMSG_HDRLEN..len];
-        rest = &rest[align4(len).min(rest.len())..];
-        if msg_seq != seq || msg_pid != portid {
+        let (msg, payload, after) = next_message(rest)?;
+        rest = after;
+        if msg.seq != seq || msg.pid != portid {
             continue;
         }
-        if flags & NLM_F_DUMP_INTR != 0 {
+        if msg.flags & NLM_F_DUMP_INTR != 0 {
             out.interrupted = true;
         }
-        match ty {
+        match msg.ty {
             NLMSG_DONE => {
                 // The payload is the dump's result: 0, or a negative errno.
                 match payload
@@ -220,6 +209,36 @@ pub fn parse_datagram(
         }
     }
     Ok(out)
+}
+
+/// The fields of a `struct nlmsghdr` besides its length.
+struct Header {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+/// Splits the first message off `rest`: its header, its payload, and the messages after it.
+fn next_message(rest: &[u8]) -> Result<(Header, &[u8], &[u8]), Error> {
+    if rest.len() < NLMSG_HDRLEN {
+        return Err(Error::Malformed("datagram ends inside a message header"));
+    }
+    let len = u32_at(rest, 0).unwrap_or(0) as usize;
+    if len < NLMSG_HDRLEN || len > rest.len() {
+        return Err(Error::Malformed("message length out of bounds"));
+    }
+    let header = Header {
+        ty: u16_at(rest, 4).unwrap_or(0),
+        flags: u16_at(rest, 6).unwrap_or(0),
+        seq: u32_at(rest, 8).unwrap_or(0),
+        pid: u32_at(rest, 12).unwrap_or(0),
+    };
+    Ok((
+        header,
+        &rest[NLMSG_HDRLEN..len],
+        &rest[align4(len).min(rest.len())..],
+    ))
 }
 
 /// Splits the first attribute off `rest`: its type (without the flag bits), its value, and
@@ -259,17 +278,9 @@ pub fn parse_notifications(
 ) -> Result<(), Error> {
     let mut rest = buf;
     while !rest.is_empty() {
-        if rest.len() < NLMSG_HDRLEN {
-            return Err(Error::Malformed("datagram ends inside a message header"));
-        }
-        let len = u32_at(rest, 0).unwrap_or(0) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(Error::Malformed("message length out of bounds"));
-        }
-        let ty = u16_at(rest, 4).unwrap_or(0);
-        let payload = &rest[NLMSG_HDRLEN..len];
-        rest = &rest[align4(len).min(rest.len())..];
-        match ty {
+        let (msg, payload, after) = next_message(rest)?;
+        rest = after;
+        match msg.ty {
             RTM_NEWLINK => on_link(Notification::New(payload)),
             RTM_DELLINK => match u32_at(payload, 4) {
                 Some(ifindex) => on_link(Notification::Deleted(ifindex)),

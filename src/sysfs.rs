@@ -534,27 +534,9 @@ impl AttrReader<'_> {
         if self.fatal.is_some() {
             return None;
         }
-        let result = open_beneath(self.dir, attr, Open::Attr, Resolve::BeneathNoSymlinks).and_then(
-            |mut file| {
-                let n = file.read(&mut self.buf[..])?;
-                if n == ATTR_BUF {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "attribute longer than a page",
-                    ));
-                }
-                Ok(n)
-            },
-        );
-        match result {
-            Ok(n) => Some(&self.buf[..n]),
-            Err(err) => {
-                if let Err(e) = self.place.fail(Some(attr), err, self.errors) {
-                    self.fatal = Some(e);
-                }
-                None
-            }
-        }
+        let read = open_beneath(self.dir, attr, Open::Attr, Resolve::BeneathNoSymlinks)
+            .and_then(|mut file| file.read(&mut self.buf[..]));
+        self.filled(attr, read, "attribute longer than a page")
     }
 
     /// The target of the symlink `attr`, read with `readlinkat` relative to the directory and
@@ -563,16 +545,23 @@ impl AttrReader<'_> {
         if self.fatal.is_some() {
             return None;
         }
-        let result = sys::read_link_at(self.dir, attr, &mut self.buf[..]).and_then(|n| {
-            if n == ATTR_BUF {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "link target longer than a page",
-                ));
-            }
-            Ok(n)
+        let read = sys::read_link_at(self.dir, attr, &mut self.buf[..]);
+        self.filled(attr, read, "link target longer than a page")
+    }
+
+    /// The bytes a read of `attr` put in the buffer, or `None` once the failure is counted. A
+    /// value that fills the whole page may have been cut short, so it is `too_long`.
+    fn filled(
+        &mut self,
+        attr: &CStr,
+        read: io::Result<usize>,
+        too_long: &'static str,
+    ) -> Option<&[u8]> {
+        let read = read.and_then(|n| match n {
+            ATTR_BUF => Err(io::Error::new(io::ErrorKind::InvalidData, too_long)),
+            n => Ok(n),
         });
-        match result {
+        match read {
             Ok(n) => Some(&self.buf[..n]),
             Err(err) => {
                 if let Err(e) = self.place.fail(Some(attr), err, self.errors) {
