@@ -95,7 +95,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Malformed(why) => write!(f, "malformed request: {why}"),
+            Error::Malformed(why) => f.write_str(why),
             Error::Body => f.write_str("request has a body"),
             Error::TransferEncoding => f.write_str("request has a transfer-encoding"),
             Error::LineTooLong => write!(f, "request line longer than {MAX_REQUEST_LINE} bytes"),
@@ -425,64 +425,48 @@ fn parse_q(s: &[u8]) -> u16 {
     }
 }
 
-/// Response headers beyond the ones every response carries.
-pub struct Response<'a> {
+/// A response head: the fields that differ from response to response. `Allow` is added to
+/// every 405, which RFC 9110 requires of it.
+pub struct Head<'a> {
     pub status: Status,
     pub content_type: &'a str,
-    pub body: &'a [u8],
-    /// `HEAD`: the same headers, no body.
-    pub head_only: bool,
+    pub content_length: usize,
     /// The `Connection` header's value, if any.
     pub connection: Option<&'a str>,
-    pub allow: bool,
+    /// The `Date` header's value, an IMF-fixdate ([`http_date`]).
     pub date: &'a str,
 }
 
-/// Appends a whole response, head and body, so that the server writes it with one call.
-pub fn write_response(out: &mut Vec<u8>, r: &Response<'_>) {
-    write_head(
-        out,
-        r.status,
-        r.content_type,
-        r.body.len(),
-        r.connection,
-        r.allow,
-        r.date,
-    );
-    if !r.head_only {
-        out.extend_from_slice(r.body);
-    }
-}
-
-/// Appends a response head for a body of `content_length` bytes.
-pub fn write_head(
-    out: &mut Vec<u8>,
-    status: Status,
-    content_type: &str,
-    content_length: usize,
-    connection: Option<&str>,
-    allow: bool,
-    date: &str,
-) {
+/// Appends a response head.
+pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>) {
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nDate: {}\r\n",
-        status.code(),
-        status.reason(),
-        content_type,
-        content_length,
-        date,
+        head.status.code(),
+        head.status.reason(),
+        head.content_type,
+        head.content_length,
+        head.date,
     );
-    if allow {
+    if head.status == Status::MethodNotAllowed {
         out.extend_from_slice(b"Allow: GET, HEAD\r\n");
     }
-    if let Some(value) = connection {
+    if let Some(value) = head.connection {
         out.extend_from_slice(b"Connection: ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the body of an error response: one line that names the status and the rule that
+/// refused the request, `{code} {reason in lowercase}: {rule}`, such as `400 bad request: line
+/// ends in a bare LF`, so that whoever reads it (curl, Prometheus' scrape error) learns why.
+pub fn write_error_body(out: &mut Vec<u8>, status: Status, rule: &dyn fmt::Display) {
+    let _ = write!(out, "{} ", status.code());
+    out.extend(status.reason().bytes().map(|b| b.to_ascii_lowercase()));
+    let _ = writeln!(out, ": {rule}");
 }
 
 /// Formats an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for the `Date` header.
@@ -509,7 +493,8 @@ mod tests {
     use super::*;
 
     /// Parses `head` and compares a short rendering of the outcome with `expected`:
-    /// `METHOD PATH VERSION keep|close [accept]` or `ERROR status`.
+    /// `METHOD PATH VERSION keep|close [accept]`, or `ERROR status rule` naming the rule that
+    /// refused it.
     #[track_caller]
     fn check(head: &[u8], expected: &str) {
         let actual = match parse_head(head) {
@@ -531,7 +516,7 @@ mod tests {
                 }
                 s
             }
-            Err(e) => format!("ERROR {}", e.status().code()),
+            Err(e) => format!("ERROR {} {e}", e.status().code()),
         };
         assert_eq!(
             actual,
@@ -619,76 +604,175 @@ mod tests {
     #[test]
     fn hostile_heads() {
         let cases: &[(&[u8], &str)] = &[
-            (b"\r\n\r\n", "ERROR 400"),
-            (b"GET\r\n\r\n", "ERROR 400"),
-            (b"GET /\r\n\r\n", "ERROR 400"),
-            (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\nHost: x\n\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost: x\n\r\n\r\n", "ERROR 400"),
+            (
+                b"\r\n\r\n",
+                "ERROR 400 request line is not METHOD TARGET VERSION",
+            ),
+            (
+                b"GET\r\n\r\n",
+                "ERROR 400 request line is not METHOD TARGET VERSION",
+            ),
+            (
+                b"GET /\r\n\r\n",
+                "ERROR 400 request line is not METHOD TARGET VERSION",
+            ),
+            (
+                b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 request line is not METHOD TARGET VERSION",
+            ),
+            (
+                b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",
+                "ERROR 400 request line is not METHOD TARGET VERSION",
+            ),
+            (
+                b"GET / HTTP/1.1\r\n\r\n",
+                "ERROR 400 missing or repeated host",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "ERROR 400 missing or repeated host",
+            ),
+            (
+                b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+                "ERROR 400 missing or repeated host",
+            ),
+            (
+                b"GET / HTTP/1.1\nHost: x\n\n",
+                "ERROR 400 line ends in a bare LF",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\n\r\n\r\n",
+                "ERROR 400 line ends in a bare LF",
+            ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\n X-Fold: y\r\n\r\n",
-                "ERROR 400",
+                "ERROR 400 obsolete line folding",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\n\tX-Fold: y\r\n\r\n",
-                "ERROR 400",
+                "ERROR 400 obsolete line folding",
             ),
-            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n", "ERROR 400"),
+            (
+                b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+                "ERROR 400 invalid header field name",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+                "ERROR 400 header field without a colon",
+            ),
+            (
+                b"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid header field name",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n",
+                "ERROR 400 control character in header field value",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n",
+                "ERROR 400 control character in header field value",
+            ),
             // Found by fuzz_mutated_heads: a bare CR ending the last line used to be dropped.
-            (b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.0\r\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n", "ERROR 400"),
-            (b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"G\xc3\xa9T / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET metrics HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET ftp://h/ HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET http:/h HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTX/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / http/1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/1.1.1\r\nHost: x\r\n\r\n", "ERROR 400"),
-            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "ERROR 505"),
-            (b"GET / HTTP/0.9\r\n\r\n", "ERROR 505"),
-            (b"GET / HTTP/3\r\n\r\n", "ERROR 505"),
-            (b"PRI * HTTP/2.0\r\n\r\n", "ERROR 505"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\r\n\r\n",
+                "ERROR 400 control character in header field value",
+            ),
+            (
+                b"GET / HTTP/1.0\r\r\n\r\n",
+                "ERROR 400 invalid http version",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n\r\n",
+                "ERROR 400 header field without a colon",
+            ),
+            (
+                b"GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"G\xc3\xa9T / HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid method",
+            ),
+            (
+                b"GET metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"GET ftp://h/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"GET http:/h HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid request target",
+            ),
+            (
+                b"GET / HTTX/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid http version",
+            ),
+            (
+                b"GET / http/1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid http version",
+            ),
+            (
+                b"GET / HTTP/1.1.1\r\nHost: x\r\n\r\n",
+                "ERROR 400 invalid http version",
+            ),
+            (
+                b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+                "ERROR 505 unsupported http version",
+            ),
+            (
+                b"GET / HTTP/0.9\r\n\r\n",
+                "ERROR 505 unsupported http version",
+            ),
+            (
+                b"GET / HTTP/3\r\n\r\n",
+                "ERROR 505 unsupported http version",
+            ),
+            (
+                b"PRI * HTTP/2.0\r\n\r\n",
+                "ERROR 505 unsupported http version",
+            ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
-                "ERROR 413",
+                "ERROR 413 request has a body",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 0\r\n\r\n",
-                "ERROR 400",
+                "ERROR 400 invalid content-length",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-                "ERROR 400",
+                "ERROR 400 invalid content-length",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\n\r\n",
-                "ERROR 413",
+                "ERROR 413 request has a body",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 7\r\n\r\n",
-                "ERROR 413",
+                "ERROR 413 request has a body",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "ERROR 501",
+                "ERROR 501 request has a transfer-encoding",
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
-                "ERROR 501",
+                "ERROR 501 request has a transfer-encoding",
             ),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n", "ERROR 400"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\n",
+                "ERROR 400 head does not end with a blank line",
+            ),
         ];
         for (head, expected) in cases {
             check(head, expected);
@@ -701,7 +785,10 @@ mod tests {
             "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
             "a".repeat(MAX_REQUEST_LINE)
         );
-        check(long_target.as_bytes(), "ERROR 414");
+        check(
+            long_target.as_bytes(),
+            "ERROR 414 request line longer than 2048 bytes",
+        );
         let fits = format!(
             "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
             "a".repeat(MAX_REQUEST_LINE - 16)
@@ -716,12 +803,18 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
             "a".repeat(MAX_HEAD)
         );
-        check(big.as_bytes(), "ERROR 431");
+        check(
+            big.as_bytes(),
+            "ERROR 431 request head over 8192 bytes or 100 fields",
+        );
         let many = format!(
             "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
             "A: b\r\n".repeat(MAX_HEADERS)
         );
-        check(many.as_bytes(), "ERROR 431");
+        check(
+            many.as_bytes(),
+            "ERROR 431 request head over 8192 bytes or 100 fields",
+        );
         let enough = format!(
             "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
             "A: b\r\n".repeat(MAX_HEADERS - 1)
@@ -766,8 +859,14 @@ mod tests {
         assert_eq!(check_partial(hello), Ok(()));
         let mut with_end = hello.to_vec();
         with_end.extend_from_slice(b"\r\n\r\n");
-        check(&with_end, "ERROR 400");
-        check(b"PRI * HTTP/2.0\r\n\r\n", "ERROR 505");
+        check(
+            &with_end,
+            "ERROR 400 request line is not METHOD TARGET VERSION",
+        );
+        check(
+            b"PRI * HTTP/2.0\r\n\r\n",
+            "ERROR 505 unsupported http version",
+        );
     }
 
     #[test]
@@ -851,33 +950,60 @@ mod tests {
     }
 
     #[test]
-    fn responses_carry_length_and_close() {
-        let mut out = Vec::new();
-        let r = Response {
+    fn heads_carry_length_and_close() {
+        let date = "Thu, 26 Nov 2026 10:00:00 GMT";
+        let head = Head {
             status: Status::MethodNotAllowed,
             content_type: "text/plain; charset=utf-8",
-            body: b"nope\n",
-            head_only: false,
+            content_length: 5,
             connection: Some("close"),
-            allow: true,
-            date: "Thu, 26 Nov 2026 10:00:00 GMT",
+            date,
         };
-        write_response(&mut out, &r);
+        let mut out = Vec::new();
+        write_head(&mut out, &head);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\nnope\n"
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n"
         );
         out.clear();
-        write_response(
+        write_head(
             &mut out,
-            &Response {
-                head_only: true,
+            &Head {
+                status: Status::Ok,
                 connection: None,
-                allow: false,
-                ..r
+                ..head
             },
         );
-        assert!(out.ends_with(b"Content-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_bodies_name_the_status_and_the_rule() {
+        let cases: &[(Status, &dyn fmt::Display, &str)] = &[
+            (
+                Status::BadRequest,
+                &Error::Malformed("line ends in a bare LF"),
+                "400 bad request: line ends in a bare LF\n",
+            ),
+            (
+                Status::VersionNotSupported,
+                &Error::Version,
+                "505 http version not supported: unsupported http version\n",
+            ),
+            (
+                Status::ServiceUnavailable,
+                &"too many connections",
+                "503 service unavailable: too many connections\n",
+            ),
+        ];
+        for (status, rule, expected) in cases {
+            let mut out = Vec::new();
+            write_error_body(&mut out, *status, *rule);
+            assert_eq!(String::from_utf8_lossy(&out), *expected);
+        }
     }
 
     #[test]

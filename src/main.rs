@@ -13,6 +13,7 @@ mod metrics;
 mod model;
 mod netlink;
 mod page;
+mod scrape;
 mod server;
 mod since;
 mod source;

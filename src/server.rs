@@ -5,34 +5,31 @@
 //! the limit, or one whose thread cannot be created, gets 503 and is closed at once. A whole
 //! request head must arrive within `--web.read-timeout` (a deadline, not a per-read timeout a
 //! client could refresh one byte at a time); a kept-alive connection may wait
-//! `--web.idle-timeout` for its next request. After any error response the connection is
-//! closed, so bytes after a refused head are never read as another request.
+//! `--web.idle-timeout` for its next request. After a refused head the connection is closed,
+//! so bytes after it are never read as another request.
 //!
-//! `/-/healthy` and `/-/ready` (probes) are answered without a scan.
-//!
-//! Requests that need a scan (the metrics and the status page) share it: one that arrives
-//! while a scan runs waits for that scan (single flight), and the finished scan becomes an
-//! immutable [`Generation`] whose bodies are rendered once per format and written to every
-//! socket from the same bytes. At most `--web.max-requests` such requests are in flight and at
-//! most [`MAX_GENERATIONS`] generations alive; beyond either, and when an allocation for a scan
-//! or a body is refused, the answer is 503. Memory is thereby bounded whatever clients do.
+//! Each job has its own type: [`Server`] accepts and runs connections, [`route`] decides from
+//! a request alone what it asks for, [`Conn`] holds a socket to its deadlines, and
+//! [`error_response`] builds every error response. `/-/healthy` and `/-/ready` (probes) are
+//! answered without a scan; the metrics and the status page come from scans shared by
+//! [`Scrapes`], written to every socket from the same bytes.
 //!
 //! Invariant: never panics on any input, never holds more than `max_connections` connection
-//! threads or `MAX_GENERATIONS` generations, never answers 200 without a whole scan, and an
-//! accept error never stops the accept loop.
+//! threads, never answers 200 without a whole scan, and an accept error never stops the
+//! accept loop.
 
+use std::fmt;
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, Format, Method, Request, Response, Status};
-use crate::model::{self, Scan, ScanError};
-use crate::source::{self, Source};
-use crate::{log, metrics, page, since, sys};
+use crate::http::{self, Format, Head, Method, Request, Status};
+use crate::scrape::{Kind, Scrapes};
+use crate::{log, model, page, since, source, sys};
 
 /// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
 /// (the 4 KiB attribute buffer is boxed, bodies live on the heap); 128 KiB leaves a wide margin,
@@ -63,37 +60,11 @@ const LINGER: Duration = Duration::from_millis(500);
 /// The most bytes drained while lingering.
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Generations alive at once: the scan running plus the finished ones that connections are
-/// still writing from. A generation holds its rendered bodies (about 0.8 MB per format at 1000
-/// interfaces) until its slowest reader is done, up to `WRITE_DEADLINE`. Prometheus scrapes one
-/// at a time, and an HA pair plus a browser make three; four lets scrapes go on while a slow
-/// client holds one, and caps what slow clients can pin at four generations. A request that
-/// would need a fifth waits for one to go, up to `GENERATION_WAIT`.
-pub const MAX_GENERATIONS: usize = 4;
-
-/// How long a request that needs a new generation waits for one of `MAX_GENERATIONS` to go
-/// before it gets 503. Generations written to clients that read go within milliseconds, so
-/// concurrent scrapers only queue briefly; those pinned by clients that do not read go only at
-/// `WRITE_DEADLINE`, far longer than a scrape should wait to learn it cannot be answered.
-const GENERATION_WAIT: Duration = Duration::from_secs(1);
-
-/// Bytes reserved for the status page per interface, so that its buffer is allocated fallibly
-/// at once: a row is about 300 bytes (the since cell and its title take 100 of them) plus its
-/// escaped name, master and alias. A page that outgrows the estimate grows the ordinary
-/// (infallible) way.
-const PAGE_ROW_ESTIMATE: usize = 384;
-
-/// Bytes of the status page besides its rows: the head, the style sheet and the table header.
-const PAGE_BASE_ESTIMATE: usize = 2048;
-
-/// Address space that must remain free after a large allocation for it to go ahead. Under
-/// `RLIMIT_AS` the large allocations are refused with a 503, but std's small ones (a log line,
-/// a thread's bookkeeping) abort the process when refused; keeping this much in hand lets them
-/// succeed while bodies are being refused. A mebibyte is hundreds of threads' small needs.
-const ALLOC_HEADROOM: usize = 1024 * 1024;
-
 /// The longest pause between accept retries after an error such as EMFILE.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The content type of every body that is not a scrape or the page.
+const PLAIN: &str = "text/plain; charset=utf-8";
 
 pub struct Settings {
     pub telemetry_path: String,
@@ -109,264 +80,122 @@ pub struct Settings {
 }
 
 pub struct Server {
-    settings: Settings,
+    telemetry_path: String,
+    max_connections: usize,
+    read_timeout: Duration,
+    idle_timeout: Duration,
     /// Connections with a thread.
     active: AtomicUsize,
-    /// Requests for the metrics or the status page from arrival until their response is
-    /// written, as node_exporter counts `--web.max-requests`.
-    requests: AtomicUsize,
-    /// The scan running, which requests that arrive meanwhile join.
-    flight: Mutex<Option<Arc<Flight>>>,
-    /// The source of interface state, used by one scan at a time (the flight's leader).
-    reader: Mutex<Option<Source>>,
-    pool: Arc<Pool>,
+    scrapes: Scrapes,
 }
 
-/// What generations share with the server, so that one can give its scan buffers back and be
-/// counted out when its last reader drops it.
-#[derive(Default)]
-struct Pool {
-    /// Generations alive, signalled through `freed` when one goes.
-    live: Mutex<usize>,
-    freed: Condvar,
-    /// A finished scan kept for its allocations, reused by the next one.
-    spare: Mutex<Option<Scan>>,
-    /// Interfaces in the last scan: the next one reserves room for them up front, fallibly.
-    last_len: AtomicUsize,
-    /// Bytes of the last body of each kind: the next is rendered once into room reserved
-    /// (fallibly) for that and an eighth more, instead of being counted first.
-    last_body: [AtomicUsize; 3],
-}
-
-/// What a request's path asks for.
+/// What a request asks for, told from the request alone.
+#[derive(Debug, PartialEq)]
 enum Route {
-    Metrics,
-    Page,
+    /// A body rendered from a scan: the metrics in the format `Accept` prefers, or the page.
+    Scan(Kind),
     Healthy,
     Ready,
+    /// The page, with a query it does not take (400).
+    BadQuery(page::QueryError),
     NotFound,
+    /// A known path with a method other than GET and HEAD.
+    MethodNotAllowed,
 }
 
-/// Why a request that needs a scan is answered 503 without one.
-#[derive(Clone, Copy)]
-enum Busy {
-    /// `--web.max-requests` requests are in flight.
-    Requests,
-    /// `MAX_GENERATIONS` generations are alive, held by clients slow to read.
-    Generations,
-    /// An allocation for the scan or a body was refused (`RLIMIT_AS`, no memory).
-    Memory,
-}
-
-impl Busy {
-    fn body(self) -> &'static str {
-        match self {
-            Busy::Requests => "503 too many scrapes in flight\n",
-            Busy::Generations => "503 too many scrapes still being written\n",
-            Busy::Memory => "503 out of memory\n",
-        }
+/// Routes one request. The metrics path wins over the others, whatever it is set to; HEAD is
+/// routed as GET, and the server leaves its body out.
+fn route(req: &Request<'_>, telemetry_path: &[u8]) -> Route {
+    let metrics = req.path == telemetry_path;
+    if !metrics && !matches!(req.path, b"/" | b"/-/healthy" | b"/-/ready") {
+        return Route::NotFound;
     }
-}
-
-/// One scan in progress. Requests that join it wait on `ready` until the leader publishes.
-#[derive(Default)]
-struct Flight {
-    /// Requests that joined, each of which will take a body from the generation.
-    joined: AtomicUsize,
-    outcome: Mutex<Option<Result<Arc<Generation>, Busy>>>,
-    ready: Condvar,
-}
-
-impl Flight {
-    fn publish(&self, outcome: Result<Arc<Generation>, Busy>) {
-        *lock(&self.outcome) = Some(outcome);
-        self.ready.notify_all();
+    if req.method == Method::Other {
+        return Route::MethodNotAllowed;
     }
-
-    fn wait(&self) -> Result<Arc<Generation>, Busy> {
-        let mut outcome = lock(&self.outcome);
-        loop {
-            if let Some(o) = outcome.as_ref() {
-                return o.clone();
-            }
-            outcome = self.ready.wait(outcome).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Publishes for the leader even if it unwinds, so that no joiner waits for ever.
-struct Leader<'a> {
-    server: &'a Server,
-    flight: Arc<Flight>,
-    outcome: Option<Result<Arc<Generation>, Busy>>,
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        // Later requests start a new scan; the joiners of this one are all counted by now.
-        *lock(&self.server.flight) = None;
-        let outcome = self.outcome.take().unwrap_or(Err(Busy::Memory));
-        if let Ok(generation) = &outcome {
-            let sharers = 1 + self.flight.joined.load(Ordering::Acquire);
-            generation.pending.store(sharers, Ordering::Release);
-        }
-        self.flight.publish(outcome);
-    }
-}
-
-/// The bodies a generation renders, one slot each.
-#[derive(Clone, Copy)]
-enum Kind {
-    Text = 0,
-    OpenMetrics = 1,
-    Page = 2,
-    /// The page without its automatic refresh (`/?refresh=0`).
-    PageStill = 3,
-}
-
-/// One scan and what was rendered from it, shared by every request that joined its flight and
-/// immutable once rendered. Its scan is dropped (given back to the pool) as soon as every
-/// sharer has its body, so a connection slow to read holds only the bytes it is writing.
-struct Generation {
-    started: Instant,
-    error: Option<ScanError>,
-    /// The scan, until every sharer has its body.
-    scan: Mutex<Option<Scan>>,
-    /// Sharers that have not yet taken their body.
-    pending: AtomicUsize,
-    /// Rendered bodies; `None` inside when the allocation was refused.
-    bodies: [OnceLock<Option<Vec<u8>>>; 4],
-    pool: Arc<Pool>,
-}
-
-impl Generation {
-    /// The body of one kind, rendered by the first sharer that asks for it.
-    fn body(
-        &self,
-        kind: Kind,
-        telemetry_path: &str,
-        statistics: bool,
-        start_ms: u64,
-    ) -> Option<&[u8]> {
-        let body = self.bodies[kind as usize].get_or_init(|| {
-            let scan = lock(&self.scan);
-            let scan = scan.as_ref()?;
-            match kind {
-                Kind::Page | Kind::PageStill => {
-                    let mut out = Vec::new();
-                    let estimate = PAGE_BASE_ESTIMATE
-                        .saturating_add(PAGE_ROW_ESTIMATE.saturating_mul(scan.interfaces.len()));
-                    out.try_reserve_exact(estimate).ok()?;
-                    headroom()?;
-                    // Read for each page, since a host can be renamed while the exporter runs;
-                    // a name that cannot be read is left out of the page.
-                    let mut host = Vec::new();
-                    let _ = sys::hostname(&mut host);
-                    let context = page::Context {
-                        telemetry_path,
-                        host: &host,
-                        start_ms,
-                        now_ms: since::now_ms(),
-                        refresh: matches!(kind, Kind::Page),
-                    };
-                    page::render(scan, &context, &mut out);
-                    Some(out)
-                }
-                Kind::Text | Kind::OpenMetrics => {
-                    let format = if let Kind::Text = kind {
-                        Format::Text
-                    } else {
-                        Format::OpenMetrics
-                    };
-                    // Both passes print this one value, so their lengths agree.
-                    let elapsed = self.started.elapsed();
-                    let last = &self.pool.last_body[kind as usize];
-                    // The body is reserved at once, where a refusal can still be a 503: as
-                    // long as the last one and an eighth more (rendering it only once, which
-                    // halves its cost), or as counted by a first pass when there is no last
-                    // one. A body that outgrows the estimate grows the ordinary way.
-                    let size = match last.load(Ordering::Relaxed) {
-                        0 => {
-                            let mut count = metrics::Count::default();
-                            metrics::render_interfaces(scan, statistics, format, &mut count);
-                            metrics::render_self(
-                                scan.errors,
-                                elapsed,
-                                start_ms,
-                                format,
-                                &mut count,
-                            );
-                            count.0
-                        }
-                        n => n.saturating_add(n / 8),
-                    };
-                    let mut out = Vec::new();
-                    out.try_reserve_exact(size).ok()?;
-                    headroom()?;
-                    metrics::render_interfaces(scan, statistics, format, &mut out);
-                    metrics::render_self(scan.errors, elapsed, start_ms, format, &mut out);
-                    last.store(out.len(), Ordering::Relaxed);
-                    Some(out)
-                }
-            }
+    if metrics {
+        return Route::Scan(match http::negotiate(req.accept) {
+            Format::Text => Kind::Text,
+            Format::OpenMetrics => Kind::OpenMetrics,
         });
-        body.as_deref()
     }
+    match req.path {
+        b"/" => match page::wants_refresh(req.query) {
+            Ok(true) => Route::Scan(Kind::Page),
+            Ok(false) => Route::Scan(Kind::PageStill),
+            Err(e) => Route::BadQuery(e),
+        },
+        b"/-/healthy" => Route::Healthy,
+        _ => Route::Ready,
+    }
+}
 
-    /// Called once by each sharer after it took its body: the last one frees the scan.
-    fn done_rendering(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(scan) = lock(&self.scan).take() {
-                *lock(&self.pool.spare) = Some(scan);
-            }
+/// How a response goes out, as its request allows.
+#[derive(Clone, Copy)]
+struct Reply {
+    /// The `Connection` header, if any.
+    connection: Option<&'static str>,
+    /// `HEAD`: the same head, no body.
+    head_only: bool,
+}
+
+impl Reply {
+    /// For a head that was refused, or a connection that gets no thread: it is closed after.
+    const CLOSE: Reply = Reply {
+        connection: Some("close"),
+        head_only: false,
+    };
+
+    fn to(req: &Request<'_>) -> Reply {
+        Reply {
+            connection: req.connection_header(),
+            head_only: req.method == Method::Head,
         }
     }
 }
 
-impl Drop for Generation {
-    fn drop(&mut self) {
-        if let Some(scan) = lock(&self.scan).take() {
-            *lock(&self.pool.spare) = Some(scan);
-        }
-        *lock(&self.pool.live) -= 1;
-        self.pool.freed.notify_all();
+/// Appends the head of a response with a body of `len` bytes.
+fn push_head(out: &mut Vec<u8>, reply: Reply, status: Status, content_type: &str, len: usize) {
+    http::write_head(
+        out,
+        &Head {
+            status,
+            content_type,
+            content_length: len,
+            connection: reply.connection,
+            date: &date_now(),
+        },
+    );
+}
+
+/// Builds every error response, whole, into `out`: its head, and (unless `reply` is for a
+/// `HEAD`) a one-line body naming the status and the rule that refused the request.
+fn error_response(out: &mut Vec<u8>, reply: Reply, status: Status, rule: &dyn fmt::Display) {
+    let mut body = Vec::new();
+    http::write_error_body(&mut body, status, rule);
+    out.clear();
+    push_head(out, reply, status, PLAIN, body.len());
+    if !reply.head_only {
+        out.extend_from_slice(&body);
     }
-}
-
-/// One of the `--web.max-requests` places, held until the response is written.
-struct Ticket<'a>(&'a AtomicUsize);
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Whether `ALLOC_HEADROOM` more could still be allocated, checked by allocating it (a mapping
-/// of its own, never touched) and giving it back at once.
-fn headroom() -> Option<()> {
-    let mut probe: Vec<u8> = Vec::new();
-    probe.try_reserve_exact(ALLOC_HEADROOM).ok()?;
-    // Kept opaque so that the allocation is not optimised away.
-    std::hint::black_box(&mut probe);
-    Some(())
-}
-
-/// Locks a mutex that holds only buffers or a slot: a panic elsewhere cannot leave it in a
-/// state that matters.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
     pub fn new(settings: Settings) -> Server {
         Server {
-            settings,
+            telemetry_path: settings.telemetry_path.clone(),
+            max_connections: settings.max_connections,
+            read_timeout: settings.read_timeout,
+            idle_timeout: settings.idle_timeout,
             active: AtomicUsize::new(0),
-            requests: AtomicUsize::new(0),
-            flight: Mutex::new(None),
-            reader: Mutex::new(None),
-            pool: Arc::default(),
+            scrapes: Scrapes::new(
+                settings.source,
+                settings.sysfs,
+                settings.options,
+                settings.tracker,
+                settings.telemetry_path,
+                settings.max_requests,
+            ),
         }
     }
 
@@ -390,7 +219,7 @@ impl Server {
         let spawned = thread::Builder::new()
             .name("prime".into())
             .stack_size(CONNECTION_STACK)
-            .spawn(move || drop(server.generation()));
+            .spawn(move || server.scrapes.prime());
         if let Err(e) = spawned {
             log::warn(
                 "cannot start the first scan, the first scrape takes it",
@@ -418,10 +247,10 @@ impl Server {
                 }
             };
             backoff = Duration::from_millis(10);
-            if self.active.fetch_add(1, Ordering::AcqRel) >= self.settings.max_connections {
+            if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
                 self.active.fetch_sub(1, Ordering::AcqRel);
                 log::debug("connection limit reached", &[("peer", &peer)]);
-                refuse(stream, b"503 too many connections\n");
+                refuse(stream, &"too many connections");
                 continue;
             }
             // A failed spawn drops its closure, and the stream with it (the client would see a
@@ -433,7 +262,7 @@ impl Server {
                 .name("conn".into())
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    let stream = lock(&theirs).take();
+                    let stream = theirs.lock().map(|mut s| s.take()).unwrap_or(None);
                     drop(theirs);
                     if let Some(stream) = stream {
                         slot.0.serve(stream);
@@ -445,301 +274,80 @@ impl Server {
                     "cannot start a connection thread, answering 503",
                     &[("peer", &peer), ("err", &e)],
                 );
-                if let Some(stream) = lock(&handover).take() {
-                    refuse(stream, b"503 cannot start a connection thread\n");
+                if let Some(stream) = handover.lock().map(|mut s| s.take()).unwrap_or(None) {
+                    refuse(stream, &"cannot start a connection thread");
                 }
             }
         }
     }
 
     fn serve(&self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        // Best effort: without it only the kernel's share of the bound is larger.
-        let _ = sys::set_send_buffer(&stream, SEND_BUFFER);
-        let mut conn = Conn {
-            stream,
-            input: Vec::new(),
-        };
+        let mut conn = Conn::new(stream);
+        // Bytes read and not yet consumed: the head being read, then any pipelined requests.
+        let mut input = Vec::new();
         // The head of the response being written, or a whole small response.
         let mut out = Vec::new();
-        let mut first = true;
-        loop {
-            let idle = if first {
-                self.settings.read_timeout
-            } else {
-                self.settings.idle_timeout
-            };
-            first = false;
-            let len = match conn.read_head(idle, self.settings.read_timeout) {
+        let mut idle = self.read_timeout;
+        let refused = loop {
+            let len = match conn.read_head(&mut input, idle, self.read_timeout) {
                 Ok(len) => len,
                 Err(ReadError::Closed) => return,
                 Err(ReadError::Timeout) => {
                     log::debug("request head timed out", &[]);
-                    conn.reply_error(Status::RequestTimeout, &mut out);
-                    return;
+                    let rule = "no whole request head within --web.read-timeout";
+                    return conn.refuse(&mut out, Status::RequestTimeout, &rule);
                 }
-                Err(ReadError::Refused(e)) => {
-                    log::debug("bad request", &[("err", &e)]);
-                    conn.reply_error(e.status(), &mut out);
-                    return;
-                }
+                Err(ReadError::Refused(e)) => break e,
             };
-            // The request borrows the input while the response is written on the connection.
-            let input = std::mem::take(&mut conn.input);
-            let keep_alive = match http::parse_head(&input[..len]) {
-                Ok(request) => {
-                    if self.respond(&request, &mut conn, &mut out).is_err() {
-                        return;
-                    }
-                    request.keep_alive
-                }
-                Err(e) => {
-                    log::debug("bad request", &[("err", &e)]);
-                    conn.reply_error(e.status(), &mut out);
-                    return;
-                }
+            let request = match http::parse_head(&input[..len]) {
+                Ok(request) => request,
+                Err(e) => break e,
             };
-            conn.input = input;
-            conn.input.drain(..len);
-            if !keep_alive {
+            if self.respond(&request, &mut conn, &mut out).is_err() {
+                return;
+            }
+            if !request.keep_alive {
                 conn.linger();
                 return;
             }
-        }
+            input.drain(..len);
+            idle = self.idle_timeout;
+        };
+        log::debug("bad request", &[("err", &refused)]);
+        conn.refuse(&mut out, refused.status(), &refused);
     }
 
-    /// Routes one valid request and writes the whole response; an error means the connection
-    /// is done for.
+    /// Writes the whole response to one valid request; an error means the connection is done
+    /// for.
     fn respond(&self, req: &Request<'_>, conn: &mut Conn, out: &mut Vec<u8>) -> io::Result<()> {
-        let settings = &self.settings;
-        let route = if req.path == settings.telemetry_path.as_bytes() {
-            Route::Metrics
-        } else {
-            match req.path {
-                b"/" => Route::Page,
-                b"/-/healthy" => Route::Healthy,
-                b"/-/ready" => Route::Ready,
-                _ => Route::NotFound,
-            }
-        };
-        let plain = "text/plain; charset=utf-8";
-        let (status, body): (_, &[u8]) = match route {
-            Route::NotFound => (Status::NotFound, b"404 page not found\n"),
-            _ if req.method == Method::Other => {
-                (Status::MethodNotAllowed, b"405 method not allowed\n")
-            }
-            Route::Metrics => {
-                let kind = match http::negotiate(req.accept) {
-                    Format::Text => Kind::Text,
-                    Format::OpenMetrics => Kind::OpenMetrics,
-                };
-                return self.answer_from_scan(req, kind, conn, out);
-            }
-            Route::Page => match page::wants_refresh(req.query) {
-                Ok(refresh) => {
-                    let kind = if refresh { Kind::Page } else { Kind::PageStill };
-                    return self.answer_from_scan(req, kind, conn, out);
-                }
-                Err(e) => {
-                    let body = format!("400 bad request: {e}\n");
-                    return self.write(req, Status::BadRequest, plain, body.as_bytes(), conn, out);
+        let reply = Reply::to(req);
+        match route(req, self.telemetry_path.as_bytes()) {
+            Route::Scan(kind) => match self.scrapes.body(kind) {
+                Ok(body) => conn.send(out, reply, kind.content_type(), body.bytes()),
+                Err(refused) => {
+                    refused.log();
+                    conn.send_error(out, reply, Status::ServiceUnavailable, &refused)
                 }
             },
             // Answered from the thread alone: the process is up and serving.
-            Route::Healthy => (Status::Ok, b"healthy\n"),
-            // A cheap look at what scans need, never a scan: probes come every few seconds
-            // from every kubelet, and must not cost what a scrape costs.
-            Route::Ready => match source::check(settings.source, &settings.sysfs) {
-                Ok(()) => (Status::Ok, b"ready\n"),
+            Route::Healthy => conn.send(out, reply, PLAIN, b"healthy\n"),
+            Route::Ready => match self.scrapes.check_ready() {
+                Ok(()) => conn.send(out, reply, PLAIN, b"ready\n"),
                 Err(e) => {
                     log::debug("not ready", &[("err", &e)]);
-                    let body = format!("503 not ready: {e}\n");
-                    let status = Status::ServiceUnavailable;
-                    return self.write(req, status, plain, body.as_bytes(), conn, out);
+                    let rule = format_args!("not ready: {e}");
+                    conn.send_error(out, reply, Status::ServiceUnavailable, &rule)
                 }
             },
-        };
-        self.write(req, status, plain, body, conn, out)
-    }
-
-    /// Answers the metrics or the status page from a generation shared with concurrent
-    /// requests; 503 when the scan failed or a limit or allocation refused it.
-    fn answer_from_scan(
-        &self,
-        req: &Request<'_>,
-        kind: Kind,
-        conn: &mut Conn,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        let plain = "text/plain; charset=utf-8";
-        // Held until the response is written, as node_exporter counts its in-flight requests.
-        let _ticket = match self.ticket() {
-            Some(t) => t,
-            None => return self.busy(req, Busy::Requests, conn, out),
-        };
-        let generation = match self.generation() {
-            Ok(g) => g,
-            Err(busy) => return self.busy(req, busy, conn, out),
-        };
-        if let Some(e) = &generation.error {
-            // Logged once by the leader; every sharer answers the same.
-            let mut body = Vec::new();
-            body.extend_from_slice(b"503 cannot read every interface: ");
-            body.extend_from_slice(e.to_string().as_bytes());
-            body.push(b'\n');
-            let status = Status::ServiceUnavailable;
-            return self.write(req, status, plain, &body, conn, out);
-        }
-        let statistics = self.settings.options.statistics;
-        let start_ms = self.settings.tracker.start_ms();
-        let body = generation.body(kind, &self.settings.telemetry_path, statistics, start_ms);
-        generation.done_rendering();
-        let Some(body) = body else {
-            return self.busy(req, Busy::Memory, conn, out);
-        };
-        let content_type = match kind {
-            Kind::Text => metrics::content_type(Format::Text),
-            Kind::OpenMetrics => metrics::content_type(Format::OpenMetrics),
-            Kind::Page | Kind::PageStill => "text/html; charset=utf-8",
-        };
-        self.write(req, Status::Ok, content_type, body, conn, out)
-    }
-
-    fn ticket(&self) -> Option<Ticket<'_>> {
-        let before = self.requests.fetch_add(1, Ordering::AcqRel);
-        let ticket = Ticket(&self.requests);
-        (before < self.settings.max_requests).then_some(ticket)
-    }
-
-    /// The generation of the scan running, joined, or of a new scan led by this request.
-    fn generation(&self) -> Result<Arc<Generation>, Busy> {
-        let give_up = Instant::now() + GENERATION_WAIT;
-        let mut running = loop {
-            let running = lock(&self.flight);
-            if let Some(flight) = running.as_ref() {
-                flight.joined.fetch_add(1, Ordering::AcqRel);
-                let flight = Arc::clone(flight);
-                drop(running);
-                return flight.wait();
+            Route::BadQuery(e) => conn.send_error(out, reply, Status::BadRequest, &e),
+            Route::NotFound => {
+                let rule = format_args!("the metrics are at {}", self.telemetry_path);
+                conn.send_error(out, reply, Status::NotFound, &rule)
             }
-            // Counted under the flight lock, the only place a generation is made, so two
-            // leaders cannot both take the last place.
-            let mut live = lock(&self.pool.live);
-            if *live < MAX_GENERATIONS {
-                *live += 1;
-                break running;
-            }
-            // Wait for a generation to go without holding the flight, which others may join.
-            drop(running);
-            let now = Instant::now();
-            if now >= give_up {
-                return Err(Busy::Generations);
-            }
-            let _ = self.pool.freed.wait_timeout(live, give_up - now);
-        };
-        let flight = Arc::new(Flight::default());
-        *running = Some(Arc::clone(&flight));
-        drop(running);
-        let mut leader = Leader {
-            server: self,
-            flight,
-            outcome: None,
-        };
-        let outcome = self.scan();
-        leader.outcome = Some(outcome.clone());
-        drop(leader);
-        outcome
-    }
-
-    /// Scans sysfs afresh into a new generation, which has already been counted as live.
-    fn scan(&self) -> Result<Arc<Generation>, Busy> {
-        let started = Instant::now();
-        let mut generation = Generation {
-            started,
-            error: None,
-            scan: Mutex::new(None),
-            pending: AtomicUsize::new(1),
-            bodies: Default::default(),
-            pool: Arc::clone(&self.pool),
-        };
-        let mut scan = lock(&self.pool.spare).take().unwrap_or_default();
-        // A scan's vectors are its large allocations: room for as many interfaces as last time
-        // and an eighth more is reserved up front, where a refusal can still be a 503. (The
-        // first scan has no estimate and grows them the ordinary way.)
-        let last = self.pool.last_len.load(Ordering::Relaxed);
-        if scan.try_reserve(last.saturating_add(last / 8)).is_err() || headroom().is_none() {
-            *lock(&self.pool.spare) = Some(scan);
-            return Err(Busy::Memory);
-        }
-        let mut reader = lock(&self.reader);
-        let reader =
-            reader.get_or_insert_with(|| Source::new(self.settings.source, &self.settings.sysfs));
-        match reader.scan(&self.settings.options, &mut scan) {
-            Ok(()) => {
-                // Still under the reader's lock, so that scans are compared in the order
-                // they were taken.
-                self.settings.tracker.observe(&mut scan, since::now_ms());
-                self.pool
-                    .last_len
-                    .store(scan.interfaces.len(), Ordering::Relaxed);
-                generation.scan = Mutex::new(Some(scan));
-            }
-            Err(e) => {
-                log::warn("scan failed, answering 503", &[("err", &e)]);
-                generation.error = Some(e);
-                *lock(&self.pool.spare) = Some(scan);
+            Route::MethodNotAllowed => {
+                conn.send_error(out, reply, Status::MethodNotAllowed, &"only GET and HEAD")
             }
         }
-        Ok(Arc::new(generation))
-    }
-
-    fn busy(
-        &self,
-        req: &Request<'_>,
-        busy: Busy,
-        conn: &mut Conn,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        let body = busy.body();
-        let why = &body[4..body.len() - 1];
-        match busy {
-            Busy::Memory => log::warn("answering 503", &[("reason", &why)]),
-            Busy::Requests | Busy::Generations => {
-                log::debug("answering 503", &[("reason", &why)]);
-            }
-        }
-        let status = Status::ServiceUnavailable;
-        let plain = "text/plain; charset=utf-8";
-        self.write(req, status, plain, body.as_bytes(), conn, out)
-    }
-
-    /// Writes a response head into `out` and sends it with `body`, which is written straight
-    /// from where it lies (a generation's shared bytes), never copied per connection.
-    fn write(
-        &self,
-        req: &Request<'_>,
-        status: Status,
-        content_type: &str,
-        body: &[u8],
-        conn: &mut Conn,
-        out: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        out.clear();
-        http::write_head(
-            out,
-            status,
-            content_type,
-            body.len(),
-            req.connection_header(),
-            status == Status::MethodNotAllowed,
-            &date_now(),
-        );
-        let body = if req.method == Method::Head {
-            &[]
-        } else {
-            body
-        };
-        conn.write(out, body, Instant::now() + WRITE_DEADLINE)
     }
 }
 
@@ -758,28 +366,35 @@ enum ReadError {
     Refused(http::Error),
 }
 
+/// A client's socket, held to the deadlines: it owns nothing else.
 struct Conn {
     stream: TcpStream,
-    /// Bytes read and not yet consumed: the head being read, then any pipelined requests.
-    input: Vec<u8>,
 }
 
 impl Conn {
-    /// Reads until `input` starts with a complete head and returns its length. The client has
+    fn new(stream: TcpStream) -> Conn {
+        let _ = stream.set_nodelay(true);
+        // Best effort: without it only the kernel's share of the bound is larger.
+        let _ = sys::set_send_buffer(&stream, SEND_BUFFER);
+        Conn { stream }
+    }
+
+    /// Reads until `input` (what is left of the last read) starts with a complete head, and
+    /// returns its length. The client has
     /// `idle` to start a request and `read_timeout` from its first byte to finish the head.
-    fn read_head(&mut self, idle: Duration, read_timeout: Duration) -> Result<usize, ReadError> {
-        let mut deadline = Instant::now()
-            + if self.input.is_empty() {
-                idle
-            } else {
-                read_timeout
-            };
-        let mut started = !self.input.is_empty();
+    fn read_head(
+        &mut self,
+        input: &mut Vec<u8>,
+        idle: Duration,
+        read_timeout: Duration,
+    ) -> Result<usize, ReadError> {
+        let mut deadline = Instant::now() + if input.is_empty() { idle } else { read_timeout };
+        let mut started = !input.is_empty();
         loop {
-            if let Some(len) = http::head_end(&self.input) {
+            if let Some(len) = http::head_end(input) {
                 return Ok(len);
             }
-            http::check_partial(&self.input).map_err(ReadError::Refused)?;
+            http::check_partial(input).map_err(ReadError::Refused)?;
             let now = Instant::now();
             if now >= deadline {
                 return Err(if started {
@@ -789,15 +404,15 @@ impl Conn {
                 });
             }
             let _ = self.stream.set_read_timeout(Some(deadline - now));
-            let old = self.input.len();
+            let old = input.len();
             // A connection's one buffer of its own, bounded by the head limits; refused memory
             // closes the connection instead of aborting the process.
-            if self.input.try_reserve(READ_CHUNK).is_err() {
+            if input.try_reserve(READ_CHUNK).is_err() {
                 return Err(ReadError::Closed);
             }
-            self.input.resize(old + READ_CHUNK, 0);
-            let read = self.stream.read(&mut self.input[old..]);
-            self.input.truncate(old + *read.as_ref().unwrap_or(&0));
+            input.resize(old + READ_CHUNK, 0);
+            let read = self.stream.read(&mut input[old..]);
+            input.truncate(old + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(_) => {
@@ -818,9 +433,24 @@ impl Conn {
         }
     }
 
-    /// Writes all of `head` and then `body` before `deadline`, in one system call when the
-    /// socket takes it all.
-    fn write(&mut self, mut head: &[u8], mut body: &[u8], deadline: Instant) -> io::Result<()> {
+    /// Sends a 200 response: its head from `out`, then `body` from where it lies (a
+    /// generation's shared bytes), never copied per connection.
+    fn send(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: Reply,
+        content_type: &str,
+        body: &[u8],
+    ) -> io::Result<()> {
+        out.clear();
+        push_head(out, reply, Status::Ok, content_type, body.len());
+        self.write(out, if reply.head_only { &[] } else { body })
+    }
+
+    /// Writes all of `head` and then `body` within `WRITE_DEADLINE`, in one system call when
+    /// the socket takes it all.
+    fn write(&mut self, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
         while !head.is_empty() || !body.is_empty() {
             let now = Instant::now();
             if now >= deadline {
@@ -845,29 +475,22 @@ impl Conn {
         Ok(())
     }
 
-    fn reply_error(&mut self, status: Status, buf: &mut Vec<u8>) {
-        buf.clear();
-        let mut text = Vec::new();
-        metrics::push_u64(&mut text, u64::from(status.code()));
-        text.push(b' ');
-        text.extend_from_slice(status.reason().to_ascii_lowercase().as_bytes());
-        text.push(b'\n');
-        http::write_response(
-            buf,
-            &Response {
-                status,
-                content_type: "text/plain; charset=utf-8",
-                body: &text,
-                head_only: false,
-                connection: Some("close"),
-                allow: false,
-                date: &date_now(),
-            },
-        );
-        if self
-            .write(buf, &[], Instant::now() + WRITE_DEADLINE)
-            .is_ok()
-        {
+    /// Sends an error response to a valid request.
+    fn send_error(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: Reply,
+        status: Status,
+        rule: &dyn fmt::Display,
+    ) -> io::Result<()> {
+        error_response(out, reply, status, rule);
+        self.write(out, &[])
+    }
+
+    /// Answers a head that was refused or did not arrive in time, and closes: what follows
+    /// such a head cannot be told apart from a smuggled request.
+    fn refuse(mut self, out: &mut Vec<u8>, status: Status, rule: &dyn fmt::Display) {
+        if self.send_error(out, Reply::CLOSE, status, rule).is_ok() {
             self.linger();
         }
     }
@@ -897,20 +520,9 @@ impl Conn {
 
 /// Answers a connection over the limit, or one whose thread could not be created, with 503
 /// without giving it a thread: what it already sent is dropped unread, nothing waits.
-fn refuse(stream: TcpStream, body: &[u8]) {
+fn refuse(stream: TcpStream, rule: &dyn fmt::Display) {
     let mut out = Vec::new();
-    http::write_response(
-        &mut out,
-        &Response {
-            status: Status::ServiceUnavailable,
-            content_type: "text/plain; charset=utf-8",
-            body,
-            head_only: false,
-            connection: Some("close"),
-            allow: false,
-            date: &date_now(),
-        },
-    );
+    error_response(&mut out, Reply::CLOSE, Status::ServiceUnavailable, rule);
     if stream.set_nonblocking(true).is_ok() {
         let mut s = &stream;
         let _ = s.write(&out);
@@ -929,4 +541,108 @@ fn date_now() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     http::http_date(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routes the head `head` with the metrics at `/metrics` and compares the route's short
+    /// form with `expected`.
+    #[track_caller]
+    fn check(head: &str, expected: &str) {
+        let req = match http::parse_head(head.as_bytes()) {
+            Ok(req) => req,
+            Err(e) => panic!("{head:?} does not parse: {e}"),
+        };
+        let actual = match route(&req, b"/metrics") {
+            Route::Scan(kind) => format!("scan {kind:?}"),
+            Route::BadQuery(e) => format!("400 {e}"),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(actual, expected, "{head:?}");
+    }
+
+    #[test]
+    fn routes() {
+        let om = "Accept: application/openmetrics-text;version=1.0.0\r\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("GET /metrics", "", "scan Text"),
+            ("HEAD /metrics", "", "scan Text"),
+            ("GET /metrics", om, "scan OpenMetrics"),
+            ("HEAD /metrics", om, "scan OpenMetrics"),
+            ("GET /metrics?x=1&refresh=7", "", "scan Text"),
+            ("GET http://h:9425/metrics", "", "scan Text"),
+            ("GET /", "", "scan Page"),
+            ("HEAD /", "", "scan Page"),
+            ("GET /?refresh=0", "", "scan PageStill"),
+            ("GET /?a=b&refresh=0#x", "", "scan PageStill"),
+            (
+                "GET /?refresh=5",
+                "",
+                "400 refresh=5: only refresh=0 (no automatic refresh) is known",
+            ),
+            ("GET /-/healthy", "", "Healthy"),
+            ("HEAD /-/healthy?x", "", "Healthy"),
+            ("GET /-/ready", "", "Ready"),
+            ("GET /metrics/", "", "NotFound"),
+            ("GET /Metrics", "", "NotFound"),
+            ("GET /-/healthy/", "", "NotFound"),
+            ("GET *", "", "NotFound"),
+            ("POST /nowhere", "", "NotFound"),
+            ("POST /metrics", "", "MethodNotAllowed"),
+            ("PUT /", "", "MethodNotAllowed"),
+            ("DELETE /-/healthy", "", "MethodNotAllowed"),
+            ("OPTIONS /-/ready", "", "MethodNotAllowed"),
+        ];
+        for (line, fields, expected) in cases {
+            check(
+                &format!("{line} HTTP/1.1\r\nHost: x\r\n{fields}\r\n"),
+                expected,
+            );
+        }
+    }
+
+    #[test]
+    fn the_metrics_path_wins_over_the_others() {
+        let req = http::parse_head(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(req.map(|r| route(&r, b"/")), Ok(Route::Scan(Kind::Text)));
+        let req = http::parse_head(b"GET /metrics HTTP/1.0\r\n\r\n");
+        assert_eq!(req.map(|r| route(&r, b"/")), Ok(Route::NotFound));
+    }
+
+    #[test]
+    fn error_responses_name_the_status_and_the_rule() {
+        let body_of = |reply: Reply, status: Status, rule: &dyn fmt::Display| {
+            let mut out = Vec::new();
+            error_response(&mut out, reply, status, rule);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+            let length = format!("Content-Length: {}\r\n", body.len());
+            assert!(head.contains(&length) || reply.head_only, "{text:?}");
+            assert!(head.contains("Content-Type: text/plain; charset=utf-8\r\n"));
+            (head.to_owned(), body.to_owned())
+        };
+        let bare_lf = http::Error::Malformed("line ends in a bare LF");
+        let (head, body) = body_of(Reply::CLOSE, bare_lf.status(), &bare_lf);
+        assert_eq!(body, "400 bad request: line ends in a bare LF\n");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.ends_with("Connection: close"), "{head}");
+        let (_, body) = body_of(
+            Reply::CLOSE,
+            Status::ServiceUnavailable,
+            &"too many connections",
+        );
+        assert_eq!(body, "503 service unavailable: too many connections\n");
+        // HEAD: the length of the body it would have had, and no body.
+        let head_only = Reply {
+            connection: None,
+            head_only: true,
+        };
+        let (head, body) = body_of(head_only, Status::MethodNotAllowed, &"only GET and HEAD");
+        assert_eq!(body, "");
+        assert!(head.contains("Content-Length: 42\r\n"), "{head}");
+        assert!(head.contains("Allow: GET, HEAD"), "{head}");
+        assert!(!head.contains("Connection:"), "{head}");
+    }
 }

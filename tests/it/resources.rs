@@ -221,7 +221,10 @@ fn scrapes_past_max_requests_get_503() -> Result {
     })?;
     let refused = exp.get("/metrics")?;
     assert_eq!(refused.status, 503);
-    assert_eq!(refused.text(), "503 too many scrapes in flight\n");
+    assert_eq!(
+        refused.text(),
+        "503 service unavailable: too many scrapes in flight\n"
+    );
     // The status page needs a scan too, so it is counted alike.
     assert_eq!(exp.get("/")?.status, 503);
     // Other paths need no scan and are answered.

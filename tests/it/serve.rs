@@ -590,7 +590,8 @@ fn probes_say_healthy_always_and_ready_while_sysfs_can_be_listed() -> Result {
     let r = wait_status(&exp, "/-/ready", 503)?;
     let body = r.text();
     assert!(
-        body.starts_with("503 not ready: cannot read ") && body.contains("class/net: no such file"),
+        body.starts_with("503 service unavailable: not ready: cannot read ")
+            && body.contains("class/net: no such file"),
         "{body}"
     );
     check("/-/healthy", 200, "healthy\n")?;
