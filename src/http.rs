@@ -781,45 +781,32 @@ mod tests {
 
     #[test]
     fn limits() {
-        let long_target = format!(
-            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
-            "a".repeat(MAX_REQUEST_LINE)
-        );
-        check(
-            long_target.as_bytes(),
-            "ERROR 414 request line longer than 2048 bytes",
-        );
-        let fits = format!(
-            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
-            "a".repeat(MAX_REQUEST_LINE - 16)
-        );
-        check(
-            fits.as_bytes(),
-            "Get /aaa Http11 keep"
-                .replace("aaa", &"a".repeat(MAX_REQUEST_LINE - 16))
-                .as_str(),
-        );
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
-            "a".repeat(MAX_HEAD)
-        );
-        check(
-            big.as_bytes(),
-            "ERROR 431 request head over 8192 bytes or 100 fields",
-        );
-        let many = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS)
-        );
-        check(
-            many.as_bytes(),
-            "ERROR 431 request head over 8192 bytes or 100 fields",
-        );
-        let enough = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS - 1)
-        );
-        check(enough.as_bytes(), "Get / Http11 keep");
+        let target = |len: usize| format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(len));
+        let fields = |fields: String| format!("GET / HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
+        let too_large = "ERROR 431 request head over 8192 bytes or 100 fields";
+        let fits = MAX_REQUEST_LINE - 16;
+        let cases = [
+            (
+                target(MAX_REQUEST_LINE),
+                "ERROR 414 request line longer than 2048 bytes".to_owned(),
+            ),
+            (
+                target(fits),
+                format!("Get /{} Http11 keep", "a".repeat(fits)),
+            ),
+            (
+                fields(format!("X: {}\r\n", "a".repeat(MAX_HEAD))),
+                too_large.to_owned(),
+            ),
+            (fields("A: b\r\n".repeat(MAX_HEADERS)), too_large.to_owned()),
+            (
+                fields("A: b\r\n".repeat(MAX_HEADERS - 1)),
+                "Get / Http11 keep".to_owned(),
+            ),
+        ];
+        for (head, expected) in &cases {
+            check(head.as_bytes(), expected);
+        }
     }
 
     #[test]

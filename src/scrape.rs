@@ -55,16 +55,21 @@ const PAGE_BASE_ESTIMATE: usize = 2048;
 /// succeed while bodies are being refused. A mebibyte is hundreds of threads' small needs.
 const ALLOC_HEADROOM: usize = 1024 * 1024;
 
-/// What scans need, and the state they share.
-pub struct Scrapes {
-    source: source::Kind,
-    sysfs: PathBuf,
-    options: model::Options,
+/// What scans are made with, fixed at start.
+pub struct Setup {
+    pub source: source::Kind,
+    pub sysfs: PathBuf,
+    pub options: model::Options,
     /// The last-change times, filled into every scan.
-    tracker: Arc<since::Tracker>,
+    pub tracker: Arc<since::Tracker>,
     /// Where the status page links to the metrics.
-    telemetry_path: String,
-    max_requests: usize,
+    pub telemetry_path: String,
+    pub max_requests: usize,
+}
+
+/// The scans shared by the requests that need one.
+pub struct Scrapes {
+    setup: Setup,
     /// Requests for the metrics or the status page from arrival until their response is
     /// written, as node_exporter counts `--web.max-requests`.
     requests: AtomicUsize,
@@ -356,21 +361,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Scrapes {
-    pub fn new(
-        source: source::Kind,
-        sysfs: PathBuf,
-        options: model::Options,
-        tracker: Arc<since::Tracker>,
-        telemetry_path: String,
-        max_requests: usize,
-    ) -> Scrapes {
+    pub fn new(setup: Setup) -> Scrapes {
         Scrapes {
-            source,
-            sysfs,
-            options,
-            tracker,
-            telemetry_path,
-            max_requests,
+            setup,
             requests: AtomicUsize::new(0),
             flight: Mutex::new(None),
             reader: Mutex::new(None),
@@ -381,7 +374,7 @@ impl Scrapes {
     /// Whether a scan could start now (`/-/ready`): a cheap look at what scans need, never a
     /// scan, since probes come every few seconds from every kubelet.
     pub fn check_ready(&self) -> Result<(), source::Unready> {
-        source::check(self.source, &self.sysfs)
+        source::check(self.setup.source, &self.setup.sysfs)
     }
 
     /// Takes one scan that nobody asked for; a request that comes meanwhile joins it.
@@ -393,7 +386,7 @@ impl Scrapes {
     pub fn body(&self, kind: Kind) -> Result<Body<'_>, Refused> {
         let before = self.requests.fetch_add(1, Ordering::AcqRel);
         let ticket = Ticket(&self.requests);
-        if before >= self.max_requests {
+        if before >= self.setup.max_requests {
             return Err(Refused::Busy(Busy::Requests));
         }
         let generation = self.generation().map_err(Refused::Busy)?;
@@ -402,9 +395,9 @@ impl Scrapes {
             return Err(Refused::Scan(generation));
         }
         let cx = Render {
-            telemetry_path: &self.telemetry_path,
-            statistics: self.options.statistics,
-            start_ms: self.tracker.start_ms(),
+            telemetry_path: &self.setup.telemetry_path,
+            statistics: self.setup.options.statistics,
+            start_ms: self.setup.tracker.start_ms(),
         };
         let rendered = generation.body(kind, &cx).is_some();
         generation.done_rendering();
@@ -479,12 +472,13 @@ impl Scrapes {
             return Err(Busy::Memory);
         }
         let mut reader = lock(&self.reader);
-        let reader = reader.get_or_insert_with(|| Source::new(self.source, &self.sysfs));
-        match reader.scan(&self.options, &mut scan) {
+        let reader =
+            reader.get_or_insert_with(|| Source::new(self.setup.source, &self.setup.sysfs));
+        match reader.scan(&self.setup.options, &mut scan) {
             Ok(()) => {
                 // Still under the reader's lock, so that scans are compared in the order
                 // they were taken.
-                self.tracker.observe(&mut scan, since::now_ms());
+                self.setup.tracker.observe(&mut scan, since::now_ms());
                 self.pool
                     .last_len
                     .store(scan.interfaces.len(), Ordering::Relaxed);

@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, Format, Head, Method, Request, Status};
-use crate::scrape::{Kind, Scrapes};
+use crate::scrape::{self, Kind, Scrapes};
 use crate::{log, model, page, since, source, sys};
 
 /// Stack reserved for connection threads. A request touches about 12 KiB of it in a debug build
@@ -188,14 +188,14 @@ impl Server {
             read_timeout: settings.read_timeout,
             idle_timeout: settings.idle_timeout,
             active: AtomicUsize::new(0),
-            scrapes: Scrapes::new(
-                settings.source,
-                settings.sysfs,
-                settings.options,
-                settings.tracker,
-                settings.telemetry_path,
-                settings.max_requests,
-            ),
+            scrapes: Scrapes::new(scrape::Setup {
+                source: settings.source,
+                sysfs: settings.sysfs,
+                options: settings.options,
+                tracker: settings.tracker,
+                telemetry_path: settings.telemetry_path,
+                max_requests: settings.max_requests,
+            }),
         }
     }
 
