@@ -262,7 +262,7 @@ impl Server {
                 .name("conn".into())
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    let stream = theirs.lock().map(|mut s| s.take()).unwrap_or(None);
+                    let stream = take(&theirs);
                     drop(theirs);
                     if let Some(stream) = stream {
                         slot.0.serve(stream);
@@ -274,7 +274,7 @@ impl Server {
                     "cannot start a connection thread, answering 503",
                     &[("peer", &peer), ("err", &e)],
                 );
-                if let Some(stream) = handover.lock().map(|mut s| s.take()).unwrap_or(None) {
+                if let Some(stream) = take(&handover) {
                     refuse(stream, &"cannot start a connection thread");
                 }
             }
@@ -349,6 +349,12 @@ impl Server {
             }
         }
     }
+}
+
+/// Takes the stream handed over to a connection thread. Nothing panics while holding the lock,
+/// so a poisoned one still holds a stream that must be answered.
+fn take(handover: &Mutex<Option<TcpStream>>) -> Option<TcpStream> {
+    handover.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Holds one of the `max_connections` places until the connection thread ends.
