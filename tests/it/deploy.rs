@@ -127,30 +127,11 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn host_interfaces() -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 pub(crate) fn status_names(body: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("interface_status{interface=\""))
         .filter_map(|l| l.split('"').next())
         .map(str::to_owned)
-        .collect()
-}
-
-/// The direct children of a process.
-pub(crate) fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
         .collect()
 }
 
@@ -172,7 +153,7 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let guard = KillOnDrop(child.id());
+    let guard = KillTree(child.id());
     let body = scrape_default_port(&ns, "a scrape of the scratch exporter")?;
     assert_eq!(status_names(&body), host_interfaces()?, "{body}");
     assert!(!body.contains("nsonly"));
@@ -233,23 +214,6 @@ pub(crate) fn scrape_default_port(ns: &Netns, what: &str) -> Result<String> {
         (out.status.success() && !out.stdout.is_empty())
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     })
-}
-
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in children(self.0) {
-            let _ = Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = Command::new("kill")
-            .args(["-9", &self.0.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 #[test]
@@ -367,7 +331,7 @@ fn socket_activation_serves_and_notifies() -> Result {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let _guard = KillOnDrop(child.id());
+    let _guard = KillTree(child.id());
     let body = scrape_default_port(&ns, "a socket-activated scrape")?;
     assert!(
         body.contains("interface_status{interface=\"eth0\"} 1"),

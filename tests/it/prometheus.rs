@@ -108,24 +108,6 @@ fn url_encode(s: &str) -> String {
     out
 }
 
-/// Splits a raw HTTP/1.0 response (framed by the server closing) into status and body.
-fn split_response(raw: &[u8]) -> Result<(u16, String)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no response head in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..end])?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .ok_or_else(|| format!("no status in {head:?}"))?
-        .parse()?;
-    Ok((
-        status,
-        String::from_utf8_lossy(&raw[end + 4..]).into_owned(),
-    ))
-}
-
 /// Runs a Python script with `input` on stdin and returns what it printed.
 fn python(script: &str, input: &str) -> Result<String> {
     let mut child = Command::new(tool(PYTHON, "python3")?)
@@ -350,7 +332,8 @@ impl Prometheus {
                     .stdout
             }
         };
-        split_response(&raw)
+        let r = parse_response(&raw, Framing::LengthOrClose)?;
+        Ok((r.status, r.text()))
     }
 
     /// Runs an instant query; an answer with status `error` is an error naming the query.
@@ -406,20 +389,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The interfaces of the host: the symlinks in its `/sys/class/net`, as the kernel makes them
-/// (`bonding_masters` is a regular file).
-fn host_interfaces() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/sys/class/net")? {
-        let entry = entry?;
-        if entry.file_type()?.is_symlink() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
 }
 
 /// Every family the issue added, besides the seed's `interface_status`.

@@ -239,8 +239,8 @@ fn head_has_the_headers_of_get_and_no_body() -> Result {
     for path in ["/metrics", "/"] {
         let mut s = connect(exp.addr)?;
         s.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())?;
-        let head = read_response(&mut s, true)?;
-        let get = read_response(&mut s, false)?;
+        let head = read_response(&mut s, Framing::HeadOnly)?;
+        let get = read_response(&mut s, Framing::Length)?;
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-type"), get.header("content-type"));
         // The metrics body holds a scrape duration, so its length may differ by a digit or
@@ -271,20 +271,20 @@ fn keep_alive_and_pipelining() -> Result {
     s.write_all(
         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     )?;
-    assert_eq!(read_response(&mut s, false)?.status, 200);
-    assert_eq!(read_response(&mut s, false)?.status, 404);
-    let page = read_response(&mut s, false)?;
+    assert_eq!(read_response(&mut s, Framing::Length)?.status, 200);
+    assert_eq!(read_response(&mut s, Framing::Length)?.status, 404);
+    let page = read_response(&mut s, Framing::Length)?;
     assert_eq!(
         page.header("content-type"),
         Some("text/html; charset=utf-8")
     );
     for _ in 0..5 {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let r = read_response(&mut s, false)?;
+        let r = read_response(&mut s, Framing::Length)?;
         assert_eq!((r.status, r.header("connection")), (200, None));
     }
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let last = read_response(&mut s, false)?;
+    let last = read_response(&mut s, Framing::Length)?;
     assert_eq!(last.header("connection"), Some("close"));
     let mut rest = Vec::new();
     assert_eq!(
@@ -303,12 +303,12 @@ fn http_1_0_closes_unless_keep_alive_is_asked() -> Result {
     assert_eq!(status_of(&out), Some(200));
     let mut s = connect(exp.addr)?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")?;
-    let kept = read_response(&mut s, false)?;
+    let kept = read_response(&mut s, Framing::Length)?;
     assert_eq!(kept.status, 200);
     // An HTTP/1.0 client assumes a close unless the response says otherwise.
     assert_eq!(kept.header("connection"), Some("keep-alive"));
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-    let last = read_response(&mut s, false)?;
+    let last = read_response(&mut s, Framing::Length)?;
     assert_eq!(last.status, 200);
     assert_eq!(last.header("connection"), Some("close"));
     let mut rest = Vec::new();
@@ -375,7 +375,7 @@ fn idle_keep_alive_connections_are_closed() -> Result {
     let exp = Exporter::start(&[&f.flag(), "--web.idle-timeout=500ms"])?;
     let mut s = connect(exp.addr)?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    assert_eq!(read_response(&mut s, false)?.status, 200);
+    assert_eq!(read_response(&mut s, Framing::Length)?.status, 200);
     let start = Instant::now();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest)?;
@@ -431,7 +431,7 @@ fn scrapes_carry_no_cache_and_valid_lengths_under_concurrency() -> Result {
                 for _ in 0..50 {
                     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                         .map_err(|e| e.to_string())?;
-                    let r = read_response(&mut s, false).map_err(|e| e.to_string())?;
+                    let r = read_response(&mut s, Framing::Length).map_err(|e| e.to_string())?;
                     if r.status != 200
                         || !r.text().contains("interface_status{interface=\"eth0\"} 1")
                     {
@@ -517,7 +517,7 @@ fn large_scrapes_are_streamed_with_an_exact_length() -> Result {
         // exact.
         for _ in 0..2 {
             s.write_all(req.as_bytes())?;
-            let r = read_response(&mut s, false)?;
+            let r = read_response(&mut s, Framing::Length)?;
             assert_eq!(r.status, 200);
             let body = r.text();
             assert!(r.body.len() > 256 * 1024, "{}", r.body.len());
