@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::util::*;
 
+/// The read timeout this test gives the exporter. Everything it measures happens before the
+/// first stalled connection times out (256 connections opened, their threads counted, three
+/// scrapes), which takes seconds on a loaded two-core runner: 8 s leaves room for that, and
+/// the closes are still checked against it from both sides.
+const READ_TIMEOUT: Duration = Duration::from_secs(8);
+
 #[test]
 fn slow_clients_neither_delay_a_scrape_nor_outstay_the_read_timeout() -> Result {
     const STALLED: usize = 256;
@@ -16,7 +22,8 @@ fn slow_clients_neither_delay_a_scrape_nor_outstay_the_read_timeout() -> Result 
     // Room for the stalled connections and a few more: the scrapes below, and a connection of
     // the start-up probe that may not have been counted out yet on a loaded machine.
     let limit = format!("--web.max-connections={}", STALLED + 8);
-    let mut exp = Exporter::start(&[&f.flag(), READ_TIMEOUT_FLAG, &limit])?;
+    let timeout = format!("--web.read-timeout={}", READ_TIMEOUT.as_secs());
+    let mut exp = Exporter::start(&[&f.flag(), &timeout, &limit])?;
     let pid = exp.pid();
 
     // Half a head each, then silence: two shapes, a cut request line and a cut header block.
