@@ -730,7 +730,7 @@ pub fn repo() -> &'static Path {
 pub const SOURCES: [&str; 2] = ["--collector.source=sysfs", "--collector.source=netlink"];
 
 /// Runs a test body once per source, saying which one failed.
-pub fn for_each_source(body: fn(&str) -> Result) -> Result {
+pub fn for_each_source(body: impl Fn(&str) -> Result) -> Result {
     for source in SOURCES {
         eprintln!("running with {source}");
         body(source).map_err(|e| format!("with {source}: {e}"))?;

@@ -139,46 +139,44 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
 
 #[test]
 fn unprivileged_it_serves_sys_without_the_root_warning() -> Result {
-    for_each_source(unprivileged_it_serves_sys_without_the_root_warning_with)
-}
-
-fn unprivileged_it_serves_sys_without_the_root_warning_with(source: &str) -> Result {
-    // A copy that every user may run, wherever the build tree is.
-    let dir = TempDir::new()?;
-    let bin = dir.0.join("interfaces_exporter");
-    std::fs::copy(BIN, &bin)?;
-    run(Command::new("chmod").args(["755"]).arg(&dir.0).arg(&bin))?;
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&bin)
-        .args([
-            "--web.listen-address=127.0.0.1:0",
-            "--path.sysfs=/sys",
-            "--log.level=debug",
-            source,
-        ]);
-    let mut exp = Exporter::spawn(&mut cmd)
-        .map_err(|e| format!("setpriv (util-linux, scripts/test.sh installs it): {e}"))?;
-    let uid = std::fs::read_to_string(format!("/proc/{}/status", exp.pid()))?;
-    let uid = uid
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .ok_or("no Uid")?
-        .split_whitespace()
-        .collect::<Vec<_>>();
-    assert_eq!(uid, ["65534"; 4], "not unprivileged");
-    let r = exp.get("/metrics")?;
-    assert_eq!(r.status, 200);
-    assert!(
-        r.text().contains("interface_status{interface=\"lo\"}"),
-        "{}",
-        r.text()
-    );
-    exp.assert_alive()?;
-    let log = exp.log();
-    assert!(!log.contains("running as root"), "{log}");
-    assert!(!log.to_lowercase().contains("permission denied"), "{log}");
-    Ok(())
+    for_each_source(|source| {
+        // A copy that every user may run, wherever the build tree is.
+        let dir = TempDir::new()?;
+        let bin = dir.0.join("interfaces_exporter");
+        std::fs::copy(BIN, &bin)?;
+        run(Command::new("chmod").args(["755"]).arg(&dir.0).arg(&bin))?;
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .args([
+                "--web.listen-address=127.0.0.1:0",
+                "--path.sysfs=/sys",
+                "--log.level=debug",
+                source,
+            ]);
+        let mut exp = Exporter::spawn(&mut cmd)
+            .map_err(|e| format!("setpriv (util-linux, scripts/test.sh installs it): {e}"))?;
+        let uid = std::fs::read_to_string(format!("/proc/{}/status", exp.pid()))?;
+        let uid = uid
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .ok_or("no Uid")?
+            .split_whitespace()
+            .collect::<Vec<_>>();
+        assert_eq!(uid, ["65534"; 4], "not unprivileged");
+        let r = exp.get("/metrics")?;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text().contains("interface_status{interface=\"lo\"}"),
+            "{}",
+            r.text()
+        );
+        exp.assert_alive()?;
+        let log = exp.log();
+        assert!(!log.contains("running as root"), "{log}");
+        assert!(!log.to_lowercase().contains("permission denied"), "{log}");
+        Ok(())
+    })
 }
 
 #[test]
