@@ -48,35 +48,24 @@ fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
         let p = Pair::new()?;
         let exp = p.ns.exporter(&[source])?;
         let up = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
-        assert_eq!(
-            sample(&up, "interface_carrier{interface=\"ie-a\"}").as_deref(),
-            Some("1")
-        );
-        assert_eq!(
-            sample(&up, "interface_admin_up{interface=\"ie-a\"}").as_deref(),
-            Some("1")
-        );
-        // veth reports 10 Gb/s.
-        assert_eq!(
-            sample(&up, "interface_speed_bytes{interface=\"ie-a\"}").as_deref(),
-            Some("1250000000")
-        );
-        assert_eq!(
-            sample(&up, "interface_mtu_bytes{interface=\"ie-a\"}").as_deref(),
-            Some("1500")
-        );
-        // Loopback is `unknown`: 2 for the seed, and its own series for operators.
-        assert_eq!(
-            sample(&up, "interface_status{interface=\"lo\"}").as_deref(),
-            Some("2")
-        );
-        assert_eq!(
-            sample(
-                &up,
-                "interface_oper_state{interface=\"lo\",state=\"unknown\"}"
-            )
-            .as_deref(),
-            Some("1")
+        assert_samples(
+            &up,
+            &[
+                ("interface_carrier{interface=\"ie-a\"}", Some("1")),
+                ("interface_admin_up{interface=\"ie-a\"}", Some("1")),
+                // veth reports 10 Gb/s.
+                (
+                    "interface_speed_bytes{interface=\"ie-a\"}",
+                    Some("1250000000"),
+                ),
+                ("interface_mtu_bytes{interface=\"ie-a\"}", Some("1500")),
+                // Loopback is `unknown`: 2 for the seed, and its own series for operators.
+                ("interface_status{interface=\"lo\"}", Some("2")),
+                (
+                    "interface_oper_state{interface=\"lo\",state=\"unknown\"}",
+                    Some("1"),
+                ),
+            ],
         );
 
         p.ns.ip("link set ie-b down")?;
@@ -85,44 +74,24 @@ fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
             "interface_oper_state{interface=\"ie-a\",state=\"lowerlayerdown\"}",
             "1",
         )?;
-        assert_eq!(
-            sample(&down, "interface_status{interface=\"ie-a\"}").as_deref(),
-            Some("2")
-        );
-        assert_eq!(
-            sample(
-                &down,
-                "interface_oper_state{interface=\"ie-a\",state=\"up\"}"
-            )
-            .as_deref(),
-            Some("0")
-        );
-        assert_eq!(
-            sample(&down, "interface_admin_up{interface=\"ie-a\"}").as_deref(),
-            Some("1")
-        );
-        assert_eq!(
-            sample(&down, "interface_carrier{interface=\"ie-a\"}").as_deref(),
-            Some("0")
-        );
-        // The admin-down end: admin_up 0, and the kernel refuses carrier and speed (EINVAL), which
-        // gives no sample rather than a wrong one or an error.
-        assert_eq!(
-            sample(&down, "interface_status{interface=\"ie-b\"}").as_deref(),
-            Some("0")
-        );
-        assert_eq!(
-            sample(&down, "interface_admin_up{interface=\"ie-b\"}").as_deref(),
-            Some("0")
-        );
-        assert_eq!(sample(&down, "interface_carrier{interface=\"ie-b\"}"), None);
-        assert_eq!(
-            sample(&down, "interface_speed_bytes{interface=\"ie-b\"}"),
-            None
-        );
-        assert_eq!(
-            sample(&down, "interfaces_exporter_scrape_errors").as_deref(),
-            Some("0")
+        assert_samples(
+            &down,
+            &[
+                ("interface_status{interface=\"ie-a\"}", Some("2")),
+                (
+                    "interface_oper_state{interface=\"ie-a\",state=\"up\"}",
+                    Some("0"),
+                ),
+                ("interface_admin_up{interface=\"ie-a\"}", Some("1")),
+                ("interface_carrier{interface=\"ie-a\"}", Some("0")),
+                // The admin-down end: admin_up 0, and the kernel refuses carrier and speed
+                // (EINVAL), which gives no sample rather than a wrong one or an error.
+                ("interface_status{interface=\"ie-b\"}", Some("0")),
+                ("interface_admin_up{interface=\"ie-b\"}", Some("0")),
+                ("interface_carrier{interface=\"ie-b\"}", None),
+                ("interface_speed_bytes{interface=\"ie-b\"}", None),
+                ("interfaces_exporter_scrape_errors", Some("0")),
+            ],
         );
         Ok(())
     })

@@ -601,6 +601,20 @@ pub fn sample(body: &str, series: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
 }
 
+/// Fails unless each series has the value given in `body`, `None` meaning no such sample;
+/// every mismatch is named at once.
+#[track_caller]
+pub fn assert_samples(body: &str, expected: &[(&str, Option<&str>)]) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter_map(|&(series, value)| {
+            let got = sample(body, series);
+            (got.as_deref() != value).then(|| format!("{series}: {got:?}, expected {value:?}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}\n{body}", wrong.join("\n"));
+}
+
 /// A network namespace, deleted on drop with everything in it.
 pub struct Netns {
     pub name: String,
