@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::deploy::{scrape_default_port, status_names};
 use crate::util::*;
@@ -428,12 +428,7 @@ fn run_as_pid_1(arch: &str, root: &Path, program: &[&str]) -> Result {
         "{arch}: {status}"
     );
 
-    run(Command::new("kill").args(["-TERM", &pid1.to_string()]))?;
-    let start = Instant::now();
-    let code = wait_for("the container to exit after SIGTERM", DEADLINE, || {
-        child.try_wait().ok().flatten()
-    })?;
-    let took = start.elapsed();
+    let (code, took) = stop("-TERM", pid1, &mut child)?;
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut log)?;
     eprintln!("{arch} image: PID 1 exited {took:?} after SIGTERM with {code}\n{log}");

@@ -2,8 +2,7 @@
 //! and on fixture trees for every attribute quirk; both exposition formats checked by
 //! independent parsers.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::util::*;
 
@@ -14,10 +13,7 @@ struct Pair {
 
 impl Pair {
     fn new() -> Result<Pair> {
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
+        let ns = Netns::with_pair()?;
         Ok(Pair { ns })
     }
 
@@ -400,24 +396,13 @@ fn every_attribute_quirk_in_both_formats() -> Result {
 }
 
 fn check_with(program: &str, args: &[&str], input: &[u8]) -> Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{program}: {e} (scripts/test.sh installs it)"))?;
-    child.stdin.take().ok_or("stdin")?.write_all(input)?;
-    let out = child.wait_with_output()?;
-    let text = format!(
+    let out = pipe(Command::new(program).args(args), input)
+        .map_err(|e| format!("{program} {args:?} rejected the body: {e}"))?;
+    Ok(format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(format!("{program} {args:?} rejected the body:\n{text}").into());
-    }
-    Ok(text)
+    ))
 }
 
 /// Parses OpenMetrics strictly with the prometheus_client package (Debian's

@@ -110,25 +110,10 @@ fn url_encode(s: &str) -> String {
 
 /// Runs a Python script with `input` on stdin and returns what it printed.
 fn python(script: &str, input: &str) -> Result<String> {
-    let mut child = Command::new(tool(PYTHON, "python3")?)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "python failed on {input:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
+    let out = pipe(
+        Command::new(tool(PYTHON, "python3")?).args(["-c", script]),
+        input.as_bytes(),
+    )?;
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -518,17 +503,20 @@ fn a_real_prometheus_stores_the_host_and_answers_every_dashboard_query() -> Resu
     Ok(())
 }
 
+/// The exporter with `source` in `ns` and a Prometheus scraping it, once it has stored ie-a up.
+fn scraped_pair(ns: &Netns, source: &str) -> Result<(Exporter, Prometheus)> {
+    let exp = ns.exporter(&[source])?;
+    let prom = Prometheus::start(exp.addr, Some(ns))?;
+    prom.wait_target_up()?;
+    prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;
+    Ok((exp, prom))
+}
+
 #[test]
 fn a_peer_set_down_changes_the_stored_series() -> Result {
     for_each_source(|source| {
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
-        let exp = ns.exporter(&[source])?;
-        let prom = Prometheus::start(exp.addr, Some(&ns))?;
-        prom.wait_target_up()?;
-        prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;
+        let ns = Netns::with_pair()?;
+        let (_exp, prom) = scraped_pair(&ns, source)?;
         prom.wait_value("interface_oper_state{interface=\"ie-b\",state=\"up\"}", "1")?;
 
         ns.ip("link set ie-b down")?;
@@ -576,18 +564,12 @@ fn utc_second(secs: f64) -> Result<String> {
 #[test]
 fn the_interface_down_alert_says_since_when() -> Result {
     for_each_source(|source| {
-        let ns = Netns::new()?;
+        // ie-a goes lowerlayerdown while the exporter watches.
+        let ns = Netns::with_pair()?;
         // ie-c has been lowerlayerdown since before the exporter started: "at least since".
         ns.ip("link add ie-c type veth peer name ie-d")?;
         ns.ip("link set ie-c up")?;
-        // ie-a goes lowerlayerdown while the exporter watches.
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
-        let exp = ns.exporter(&[source])?;
-        let prom = Prometheus::start(exp.addr, Some(&ns))?;
-        prom.wait_target_up()?;
-        prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;
+        let (exp, prom) = scraped_pair(&ns, source)?;
         let start: f64 = prom
             .wait_value("count(interfaces_exporter_start_time_seconds)", "1")
             .and_then(|_| prom.query("interfaces_exporter_start_time_seconds"))?

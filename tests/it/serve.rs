@@ -7,32 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// The seed's example host, as a fixture: states from its blog post, plus a regular file in
-/// `class/net` that is not an interface.
-fn seed_host() -> Result<Fixture> {
-    let f = Fixture::new()?;
-    for (name, state) in [
-        ("br-af9ffbaf4aff", "down"),
-        ("dm-8295e7c648f8", "unknown"),
-        ("docker0", "up"),
-        ("dummy0", "down"),
-        ("eth1", "up"),
-        ("lo", "unknown"),
-        ("veth1f58e81", "up"),
-        ("vethb244e2b", "lowerlayerdown"),
-        ("wg0", "dormant"),
-    ] {
-        f.iface(name, &[("operstate", state)])?;
-    }
-    f.iface_under(
-        "pci0000:00/0000:00:03.0",
-        OsStr::new("eth0"),
-        &[("operstate", "up")],
-    )?;
-    std::fs::write(f.root().join("class/net/bonding_masters"), "\n")?;
-    Ok(f)
-}
-
 /// The body's `interface_status` family: the seed's whole output.
 fn status_family(body: &str) -> String {
     body.lines()

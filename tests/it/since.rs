@@ -49,10 +49,7 @@ struct Pair {
 
 impl Pair {
     fn new(args: &[&str]) -> Result<Pair> {
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
+        let ns = Netns::with_pair()?;
         // Both up and settled before the exporter starts, so that no change of theirs
         // comes after its start.
         wait_for("the pair to be up", DEADLINE, || {
@@ -192,10 +189,7 @@ fn an_interface_added_later_carries_the_time_it_appeared() -> Result {
 #[test]
 fn a_refused_subscription_falls_back_to_comparing_scans_with_one_warning() -> Result {
     let seccomp = repo().join("tests/it/seccomp.py");
-    let ns = Netns::new()?;
-    ns.ip("link add ie-a type veth peer name ie-b")?;
-    ns.ip("link set ie-a up")?;
-    ns.ip("link set ie-b up")?;
+    let ns = Netns::with_pair()?;
     // Only the subscription asks for a receive buffer: the dump socket and the listener work.
     let mut cmd = ns.cmd("python3");
     cmd.arg(&seccomp)

@@ -129,6 +129,32 @@ impl Fixture {
     }
 }
 
+/// The seed's example host, as a fixture: states from its blog post, plus a regular file in
+/// `class/net` that is not an interface.
+pub fn seed_host() -> Result<Fixture> {
+    let f = Fixture::new()?;
+    for (name, state) in [
+        ("br-af9ffbaf4aff", "down"),
+        ("dm-8295e7c648f8", "unknown"),
+        ("docker0", "up"),
+        ("dummy0", "down"),
+        ("eth1", "up"),
+        ("lo", "unknown"),
+        ("veth1f58e81", "up"),
+        ("vethb244e2b", "lowerlayerdown"),
+        ("wg0", "dormant"),
+    ] {
+        f.iface(name, &[("operstate", state)])?;
+    }
+    f.iface_under(
+        "pci0000:00/0000:00:03.0",
+        std::ffi::OsStr::new("eth0"),
+        &[("operstate", "up")],
+    )?;
+    std::fs::write(f.root().join("class/net/bonding_masters"), "\n")?;
+    Ok(f)
+}
+
 /// The exporter, running; killed on drop.
 pub struct Exporter {
     pub child: Child,
@@ -579,6 +605,11 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
+    Ok(String::from_utf8_lossy(&succeeded(cmd, out)?.stdout).into_owned())
+}
+
+/// `out`, unless `cmd` failed: then an error with all it printed.
+fn succeeded(cmd: &Command, out: std::process::Output) -> Result<std::process::Output> {
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -588,7 +619,50 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         )
         .into());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
+}
+
+/// Runs a command with `input` on its stdin and fails with its output unless it succeeds.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e} (scripts/test.sh installs it)"))?;
+    child.stdin.take().ok_or("no stdin")?.write_all(input)?;
+    succeeded(cmd, child.wait_with_output()?)
+}
+
+/// The static build for `target`, which scripts/test.sh builds first.
+pub fn static_binary(target: &str) -> Result<PathBuf> {
+    let path = repo()
+        .join("target")
+        .join(target)
+        .join("release/interfaces_exporter");
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh {target}",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `pid` and waits for `child` (which is `pid` or runs it)
+/// to exit; returns how it exited and how long that took.
+pub fn stop(
+    signal: &str,
+    pid: u32,
+    child: &mut Child,
+) -> Result<(std::process::ExitStatus, Duration)> {
+    run(Command::new("kill").args([signal, &pid.to_string()]))?;
+    let start = Instant::now();
+    let status = wait_for(&format!("exit after {signal}"), DEADLINE, || {
+        child.try_wait().ok().flatten()
+    })?;
+    Ok((status, start.elapsed()))
 }
 
 pub fn sh(script: &str) -> Result<String> {
@@ -631,6 +705,15 @@ impl Netns {
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns { name };
         ns.ip("link set lo up")?;
+        Ok(ns)
+    }
+
+    /// A namespace with a veth pair `ie-a` <-> `ie-b`, both up.
+    pub fn with_pair() -> Result<Netns> {
+        let ns = Netns::new()?;
+        ns.ip("link add ie-a type veth peer name ie-b")?;
+        ns.ip("link set ie-a up")?;
+        ns.ip("link set ie-b up")?;
         Ok(ns)
     }
 

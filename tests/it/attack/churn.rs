@@ -24,10 +24,7 @@ fn scrapes_stay_whole_while_interfaces_come_and_go() -> Result {
     for_each_source(|source| {
         const SCRAPES: usize = 300;
         const PAIRS: usize = 3;
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
+        let ns = Netns::with_pair()?;
         let exp = ns.exporter(&[source])?;
         let reference = wait_for("ie-a and ie-b up", DEADLINE, || {
             let body = ns.get(&exp, "/metrics").ok()?.text();

@@ -40,10 +40,7 @@ fn it_opens_only_under_its_root_and_runs_no_program() -> Result {
         let status = exp.get(path)?.status;
         assert!(status == 200 || status == 404, "{path}: {status}");
     }
-    run(Command::new("kill").args(["-TERM", &traced.to_string()]))?;
-    let status = wait_for("the exporter to exit on SIGTERM", DEADLINE, || {
-        exp.child.try_wait().ok()?
-    })?;
+    let (status, _) = stop("-TERM", traced, &mut exp.child)?;
     // It exited: its pid may be another process's by the time the guard would drop.
     std::mem::forget(guard);
     assert!(status.success(), "{status}\n{}", exp.log());
