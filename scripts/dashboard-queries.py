@@ -52,60 +52,60 @@ def substitute(expr, values):
     return VAR_RE.sub(repl, expr)
 
 
+def pieces(text, comments=True):
+    """Walk PromQL text, yielding (piece, kind). A piece is one character, or a backslash and
+    the character it escapes inside a "..." or '...' string (a `...` string is raw). The kind
+    is "string" (a literal, its quotes included), "comment" (from # to the end of the line,
+    when `comments`) or "code"."""
+    kind, quote, i = "code", None, 0
+    while i < len(text):
+        c = text[i]
+        closing = False
+        if kind == "string":
+            if c == "\\" and quote != "`" and i + 1 < len(text):
+                c = text[i : i + 2]
+            elif c == quote:
+                closing = True
+        elif kind == "comment":
+            if c == "\n":
+                kind = "code"
+        elif c in "\"'`":
+            kind, quote = "string", c
+        elif c == "#" and comments:
+            kind = "comment"
+        yield c, kind
+        if closing:
+            kind = "code"
+        i += len(c)
+
+
 def one_line(expr):
     """Remove PromQL comments and join the lines; string literals are kept as they are."""
     out = []
-    quote = None
-    i = 0
-    while i < len(expr):
-        c = expr[i]
-        if quote:
-            out.append(c)
-            if c == "\\" and quote != "`" and i + 1 < len(expr):
-                out.append(expr[i + 1])
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "\"'`":
-            quote = c
-            out.append(c)
-        elif c == "#":
-            while i < len(expr) and expr[i] != "\n":
-                i += 1
+    for c, kind in pieces(expr):
+        if kind == "comment":
             continue
-        elif c.isspace():
+        if kind == "code" and c.isspace():
             if out and out[-1] != " ":
                 out.append(" ")
         else:
             out.append(c)
-        i += 1
     return "".join(out).strip()
 
 
 def split_top_level(args):
     """Split a function's argument string on commas outside (), {}, [] and quotes."""
-    parts, depth, quote, cur = [], 0, None, []
-    i = 0
-    while i < len(args):
-        c = args[i]
-        cur.append(c)
-        if quote:
-            if c == "\\" and i + 1 < len(args):
-                cur.append(args[i + 1])
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "\"'`":
-            quote = c
-        elif c in "({[":
+    parts, depth, cur = [], 0, []
+    for c, kind in pieces(args, comments=False):
+        if kind == "code" and c in "({[":
             depth += 1
-        elif c in ")}]":
+        elif kind == "code" and c in ")}]":
             depth -= 1
-        elif c == "," and depth == 0:
-            cur.pop()
+        elif kind == "code" and c == "," and depth == 0:
             parts.append("".join(cur).strip())
             cur = []
-        i += 1
+            continue
+        cur.append(c)
     parts.append("".join(cur).strip())
     return parts
 

@@ -1256,9 +1256,25 @@ mod tests {
                 assert_eq!(partial, Ok(()));
                 check_accepted(input, &r, rng);
             }
-            Err(_) if end == Some(input.len()) => {}
+            // The input is the head itself: refused as it was above.
+            Err(e) if end == Some(input.len()) => assert_eq!(e.status().code(), status, "{e}"),
             // Without its blank line at the very end, no input is a head.
-            Err(_) => {}
+            Err(e) => match partial {
+                // The partial check runs first and gives its own refusal.
+                Err(p) => assert_eq!(e, p),
+                // A head cut short, or followed by more than a blank line.
+                Ok(()) if !input.ends_with(b"\r\n\r\n") => {
+                    assert_eq!(e.status(), Status::BadRequest, "{e}");
+                }
+                // An early blank line reads as one more field: refused for what came before
+                // it, else as a field without a colon, or as one field too many.
+                Ok(()) => {
+                    let fields = head.windows(2).filter(|w| w == b"\r\n").count() - 2;
+                    let expected = if status == 200 { 400 } else { status };
+                    let one_too_many = e == Error::HeadTooLarge && fields == MAX_HEADERS;
+                    assert!(e.status().code() == expected || one_too_many, "{e}");
+                }
+            },
         }
         let _ = negotiate(Some(input));
         status

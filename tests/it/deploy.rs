@@ -7,24 +7,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::*;
-
-fn static_binary(target: &str) -> Result<PathBuf> {
-    let path = repo()
-        .join("target")
-        .join(target)
-        .join("release/interfaces_exporter");
-    if !path.exists() {
-        return Err(format!(
-            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh {target}",
-            path.display()
-        )
-        .into());
-    }
-    Ok(path)
-}
 
 /// Reads an ELF64 little-endian file's program headers and says whether one is PT_INTERP.
 fn has_interpreter(elf: &[u8]) -> Result<bool> {
@@ -127,30 +112,11 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn host_interfaces() -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
 pub(crate) fn status_names(body: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("interface_status{interface=\""))
         .filter_map(|l| l.split('"').next())
         .map(str::to_owned)
-        .collect()
-}
-
-/// The direct children of a process.
-pub(crate) fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
         .collect()
 }
 
@@ -167,13 +133,7 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
     cmd.args(["--pid", "--fork", "chroot", "--userspec=65534:65534"])
         .arg(scratch.root())
         .arg("/interfaces_exporter");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let guard = KillOnDrop(child.id());
-    let body = scrape_default_port(&ns, "a scrape of the scratch exporter")?;
+    let (mut child, guard, body) = start_on_default_port(&ns, &mut cmd, "the scratch exporter")?;
     assert_eq!(status_names(&body), host_interfaces()?, "{body}");
     assert!(!body.contains("nsonly"));
     // The default :9425 is dual-stack: IPv6 answers too.
@@ -203,12 +163,7 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
         "{status}"
     );
 
-    run(Command::new("kill").args(["-TERM", &exporter.to_string()]))?;
-    let start = Instant::now();
-    let code = wait_for("exit after SIGTERM", DEADLINE, || {
-        child.try_wait().ok().flatten()
-    })?;
-    let took = start.elapsed();
+    let (code, took) = stop("-TERM", exporter, &mut child)?;
     eprintln!("PID 1 exited {took:?} after SIGTERM with {code}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(code.success(), "{code}");
@@ -222,6 +177,23 @@ fn from_scratch_as_pid_1_reports_the_host_and_stops_on_sigterm() -> Result {
 }
 
 /// Polls `http://127.0.0.1:9425/metrics` inside the namespace until a scrape answers 200.
+/// Starts `cmd`, an exporter in `ns` on the default port however launched, and scrapes it once
+/// it answers; the guard kills it and whatever it started.
+fn start_on_default_port(
+    ns: &Netns,
+    cmd: &mut Command,
+    what: &str,
+) -> Result<(std::process::Child, KillTree, String)> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let guard = KillTree(child.id());
+    let body = scrape_default_port(ns, &format!("a scrape of {what}"))?;
+    Ok((child, guard, body))
+}
+
 /// The fixed port cannot clash: the namespace is the test's own.
 pub(crate) fn scrape_default_port(ns: &Netns, what: &str) -> Result<String> {
     wait_for(what, DEADLINE, || {
@@ -235,38 +207,15 @@ pub(crate) fn scrape_default_port(ns: &Netns, what: &str) -> Result<String> {
     })
 }
 
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in children(self.0) {
-            let _ = Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = Command::new("kill")
-            .args(["-9", &self.0.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[test]
 fn sigint_and_sigterm_exit_0_promptly() -> Result {
     let f = Fixture::new()?;
     f.ethernet("eth0", "up")?;
     for signal in ["-INT", "-TERM"] {
         let mut exp = Exporter::start(&[&f.flag()])?;
-        run(Command::new("kill").args([signal, &exp.pid().to_string()]))?;
-        let start = Instant::now();
-        let status = wait_for("exit", DEADLINE, || exp.child.try_wait().ok().flatten())?;
+        let (status, took) = stop(signal, exp.pid(), &mut exp.child)?;
         assert!(status.success(), "{signal}: {status}");
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{signal}: {:?}",
-            start.elapsed()
-        );
+        assert!(took < Duration::from_secs(1), "{signal}: {took:?}");
     }
     Ok(())
 }
@@ -274,21 +223,7 @@ fn sigint_and_sigterm_exit_0_promptly() -> Result {
 #[test]
 fn aarch64_build_serves_the_seed_contract_under_qemu() -> Result {
     let bin = static_binary("aarch64-unknown-linux-musl")?;
-    let f = Fixture::new()?;
-    for (name, state) in [
-        ("br-af9ffbaf4aff", "down"),
-        ("dm-8295e7c648f8", "unknown"),
-        ("docker0", "up"),
-        ("dummy0", "down"),
-        ("eth1", "up"),
-        ("lo", "unknown"),
-        ("veth1f58e81", "up"),
-        ("vethb244e2b", "lowerlayerdown"),
-        ("wg0", "dormant"),
-        ("eth0", "up"),
-    ] {
-        f.iface(name, &[("operstate", state)])?;
-    }
+    let f = seed_host()?;
     let exp = Exporter::spawn(
         Command::new("qemu-aarch64-static")
             .arg(&bin)
@@ -362,13 +297,7 @@ fn socket_activation_serves_and_notifies() -> Result {
         ])
         .arg(BIN)
         .args(["--web.systemd-socket", &f.flag()]);
-    let child = activate
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let _guard = KillOnDrop(child.id());
-    let body = scrape_default_port(&ns, "a socket-activated scrape")?;
+    let (_child, _guard, body) = start_on_default_port(&ns, &mut activate, "socket activation")?;
     assert!(
         body.contains("interface_status{interface=\"eth0\"} 1"),
         "{body}"

@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::deploy::{children, host_interfaces, scrape_default_port, status_names};
+use crate::deploy::{scrape_default_port, status_names};
 use crate::util::*;
 
 /// The platforms the image is built for: (OCI architecture, Rust target, ELF e_machine).
@@ -357,34 +357,6 @@ fn tree(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Every descendant of a process.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        for c in children(p) {
-            out.push(c);
-            todo.push(c);
-        }
-    }
-    out
-}
-
-/// Kills a process and everything it started, so a failed test leaves no container behind
-/// (and with its last process its mount namespace, so no mount either).
-struct KillTree(u32);
-
-impl Drop for KillTree {
-    fn drop(&mut self) {
-        for pid in descendants(self.0).into_iter().chain([self.0]) {
-            let _ = Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// Runs an extracted root file system as a container runtime would, and checks it reports the
 /// host's interfaces and stops promptly on SIGTERM.
 fn run_as_pid_1(arch: &str, root: &Path, program: &[&str]) -> Result {
@@ -456,12 +428,7 @@ fn run_as_pid_1(arch: &str, root: &Path, program: &[&str]) -> Result {
         "{arch}: {status}"
     );
 
-    run(Command::new("kill").args(["-TERM", &pid1.to_string()]))?;
-    let start = Instant::now();
-    let code = wait_for("the container to exit after SIGTERM", DEADLINE, || {
-        child.try_wait().ok().flatten()
-    })?;
-    let took = start.elapsed();
+    let (code, took) = stop("-TERM", pid1, &mut child)?;
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut log)?;
     eprintln!("{arch} image: PID 1 exited {took:?} after SIGTERM with {code}\n{log}");

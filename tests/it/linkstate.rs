@@ -2,8 +2,7 @@
 //! and on fixture trees for every attribute quirk; both exposition formats checked by
 //! independent parsers.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::util::*;
 
@@ -14,10 +13,7 @@ struct Pair {
 
 impl Pair {
     fn new() -> Result<Pair> {
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
+        let ns = Netns::with_pair()?;
         Ok(Pair { ns })
     }
 
@@ -44,219 +40,178 @@ fn counter(body: &str, series: &str) -> Result<u64> {
 
 #[test]
 fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
-    for_each_source(a_peer_set_down_turns_the_other_end_lowerlayerdown_with)
-}
-
-fn a_peer_set_down_turns_the_other_end_lowerlayerdown_with(source: &str) -> Result {
-    let p = Pair::new()?;
-    let exp = p.ns.exporter(&[source])?;
-    let up = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
-    assert_eq!(
-        sample(&up, "interface_carrier{interface=\"ie-a\"}").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        sample(&up, "interface_admin_up{interface=\"ie-a\"}").as_deref(),
-        Some("1")
-    );
-    // veth reports 10 Gb/s.
-    assert_eq!(
-        sample(&up, "interface_speed_bytes{interface=\"ie-a\"}").as_deref(),
-        Some("1250000000")
-    );
-    assert_eq!(
-        sample(&up, "interface_mtu_bytes{interface=\"ie-a\"}").as_deref(),
-        Some("1500")
-    );
-    // Loopback is `unknown`: 2 for the seed, and its own series for operators.
-    assert_eq!(
-        sample(&up, "interface_status{interface=\"lo\"}").as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        sample(
+    for_each_source(|source| {
+        let p = Pair::new()?;
+        let exp = p.ns.exporter(&[source])?;
+        let up = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
+        assert_samples(
             &up,
-            "interface_oper_state{interface=\"lo\",state=\"unknown\"}"
-        )
-        .as_deref(),
-        Some("1")
-    );
+            &[
+                ("interface_carrier{interface=\"ie-a\"}", Some("1")),
+                ("interface_admin_up{interface=\"ie-a\"}", Some("1")),
+                // veth reports 10 Gb/s.
+                (
+                    "interface_speed_bytes{interface=\"ie-a\"}",
+                    Some("1250000000"),
+                ),
+                ("interface_mtu_bytes{interface=\"ie-a\"}", Some("1500")),
+                // Loopback is `unknown`: 2 for the seed, and its own series for operators.
+                ("interface_status{interface=\"lo\"}", Some("2")),
+                (
+                    "interface_oper_state{interface=\"lo\",state=\"unknown\"}",
+                    Some("1"),
+                ),
+            ],
+        );
 
-    p.ns.ip("link set ie-b down")?;
-    let down = p.wait_value(
-        &exp,
-        "interface_oper_state{interface=\"ie-a\",state=\"lowerlayerdown\"}",
-        "1",
-    )?;
-    assert_eq!(
-        sample(&down, "interface_status{interface=\"ie-a\"}").as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        sample(
+        p.ns.ip("link set ie-b down")?;
+        let down = p.wait_value(
+            &exp,
+            "interface_oper_state{interface=\"ie-a\",state=\"lowerlayerdown\"}",
+            "1",
+        )?;
+        assert_samples(
             &down,
-            "interface_oper_state{interface=\"ie-a\",state=\"up\"}"
-        )
-        .as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        sample(&down, "interface_admin_up{interface=\"ie-a\"}").as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        sample(&down, "interface_carrier{interface=\"ie-a\"}").as_deref(),
-        Some("0")
-    );
-    // The admin-down end: admin_up 0, and the kernel refuses carrier and speed (EINVAL), which
-    // gives no sample rather than a wrong one or an error.
-    assert_eq!(
-        sample(&down, "interface_status{interface=\"ie-b\"}").as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        sample(&down, "interface_admin_up{interface=\"ie-b\"}").as_deref(),
-        Some("0")
-    );
-    assert_eq!(sample(&down, "interface_carrier{interface=\"ie-b\"}"), None);
-    assert_eq!(
-        sample(&down, "interface_speed_bytes{interface=\"ie-b\"}"),
-        None
-    );
-    assert_eq!(
-        sample(&down, "interfaces_exporter_scrape_errors").as_deref(),
-        Some("0")
-    );
-    Ok(())
+            &[
+                ("interface_status{interface=\"ie-a\"}", Some("2")),
+                (
+                    "interface_oper_state{interface=\"ie-a\",state=\"up\"}",
+                    Some("0"),
+                ),
+                ("interface_admin_up{interface=\"ie-a\"}", Some("1")),
+                ("interface_carrier{interface=\"ie-a\"}", Some("0")),
+                // The admin-down end: admin_up 0, and the kernel refuses carrier and speed
+                // (EINVAL), which gives no sample rather than a wrong one or an error.
+                ("interface_status{interface=\"ie-b\"}", Some("0")),
+                ("interface_admin_up{interface=\"ie-b\"}", Some("0")),
+                ("interface_carrier{interface=\"ie-b\"}", None),
+                ("interface_speed_bytes{interface=\"ie-b\"}", None),
+                ("interfaces_exporter_scrape_errors", Some("0")),
+            ],
+        );
+        Ok(())
+    })
 }
 
 #[test]
 fn flaps_between_scrapes_are_counted() -> Result {
-    for_each_source(flaps_between_scrapes_are_counted_with)
-}
-
-fn flaps_between_scrapes_are_counted_with(source: &str) -> Result {
-    const FLAPS: u64 = 5;
-    let p = Pair::new()?;
-    let exp = p.ns.exporter(&[source])?;
-    let before = p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
-    let a = |name: &str| format!("{name}{{interface=\"ie-a\"}}");
-    let changes = counter(&before, &a("interface_carrier_changes_total"))?;
-    let ups = counter(&before, &a("interface_carrier_up_changes_total"))?;
-    let downs = counter(&before, &a("interface_carrier_down_changes_total"))?;
-    for _ in 0..FLAPS {
-        p.ns.ip("link set ie-b down")?;
-        p.ns.ip("link set ie-b up")?;
-    }
-    let after = p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
-    let changes2 = counter(&after, &a("interface_carrier_changes_total"))?;
-    assert!(changes2 >= changes + 2 * FLAPS, "{changes} -> {changes2}");
-    assert!(counter(&after, &a("interface_carrier_up_changes_total"))? >= ups + FLAPS);
-    assert!(counter(&after, &a("interface_carrier_down_changes_total"))? >= downs + FLAPS);
-    Ok(())
+    for_each_source(|source| {
+        const FLAPS: u64 = 5;
+        let p = Pair::new()?;
+        let exp = p.ns.exporter(&[source])?;
+        let before = p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
+        let a = |name: &str| format!("{name}{{interface=\"ie-a\"}}");
+        let changes = counter(&before, &a("interface_carrier_changes_total"))?;
+        let ups = counter(&before, &a("interface_carrier_up_changes_total"))?;
+        let downs = counter(&before, &a("interface_carrier_down_changes_total"))?;
+        for _ in 0..FLAPS {
+            p.ns.ip("link set ie-b down")?;
+            p.ns.ip("link set ie-b up")?;
+        }
+        let after = p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
+        let changes2 = counter(&after, &a("interface_carrier_changes_total"))?;
+        assert!(changes2 >= changes + 2 * FLAPS, "{changes} -> {changes2}");
+        assert!(counter(&after, &a("interface_carrier_up_changes_total"))? >= ups + FLAPS);
+        assert!(counter(&after, &a("interface_carrier_down_changes_total"))? >= downs + FLAPS);
+        Ok(())
+    })
 }
 
 #[test]
 fn aliases_and_addresses_come_back_escaped() -> Result {
-    for_each_source(aliases_and_addresses_come_back_escaped_with)
-}
-
-fn aliases_and_addresses_come_back_escaped_with(source: &str) -> Result {
-    let p = Pair::new()?;
-    p.ns.ip("link set ie-a address 02:00:00:00:00:0a")?;
-    run(Command::new("ip").args([
-        "-n",
-        &p.ns.name,
-        "link",
-        "set",
-        "ie-a",
-        "alias",
-        "uplink \"core\" \\ rack 7",
-    ]))?;
-    let exp = p.ns.exporter(&[source])?;
-    let body = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
-    let info = body
-        .lines()
-        .find(|l| l.starts_with("interface_info{interface=\"ie-a\""))
-        .ok_or("no interface_info for ie-a")?;
-    let ifindex = run(p.ns.cmd("cat").arg("/sys/class/net/ie-a/ifindex"))?;
-    // sysfs cannot tell a veth by its uevent; netlink names the kind.
-    let kind = if source.ends_with("sysfs") {
-        ""
-    } else {
-        "veth"
-    };
-    assert_eq!(
-        info,
-        format!(
-            "interface_info{{interface=\"ie-a\",address=\"02:00:00:00:00:0a\",duplex=\"full\",ifalias=\"uplink \\\"core\\\" \\\\ rack 7\",operstate=\"up\",ifindex=\"{}\",type=\"ether\",kind=\"{kind}\",master=\"\"}} 1",
-            ifindex.trim()
-        )
-    );
-    Ok(())
+    for_each_source(|source| {
+        let p = Pair::new()?;
+        p.ns.ip("link set ie-a address 02:00:00:00:00:0a")?;
+        run(Command::new("ip").args([
+            "-n",
+            &p.ns.name,
+            "link",
+            "set",
+            "ie-a",
+            "alias",
+            "uplink \"core\" \\ rack 7",
+        ]))?;
+        let exp = p.ns.exporter(&[source])?;
+        let body = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
+        let info = body
+            .lines()
+            .find(|l| l.starts_with("interface_info{interface=\"ie-a\""))
+            .ok_or("no interface_info for ie-a")?;
+        let ifindex = run(p.ns.cmd("cat").arg("/sys/class/net/ie-a/ifindex"))?;
+        // sysfs cannot tell a veth by its uevent; netlink names the kind.
+        let kind = if source.ends_with("sysfs") {
+            ""
+        } else {
+            "veth"
+        };
+        assert_eq!(
+            info,
+            format!(
+                "interface_info{{interface=\"ie-a\",address=\"02:00:00:00:00:0a\",duplex=\"full\",ifalias=\"uplink \\\"core\\\" \\\\ rack 7\",operstate=\"up\",ifindex=\"{}\",type=\"ether\",kind=\"{kind}\",master=\"\"}} 1",
+                ifindex.trim()
+            )
+        );
+        Ok(())
+    })
 }
 
 #[test]
 fn include_and_exclude_filters() -> Result {
-    for_each_source(include_and_exclude_filters_with)
-}
-
-fn include_and_exclude_filters_with(source: &str) -> Result {
-    let p = Pair::new()?;
-    p.ns.ip("link add ie-c type veth peer name other0")?;
-    let exp = p.ns.exporter(&[
-        "--interfaces.include=ie-*",
-        "--interfaces.include=lo",
-        "--interfaces.exclude=ie-[bc]",
-        source,
-    ])?;
-    let body = p.scrape(&exp)?;
-    let names: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("interface_status{interface=\""))
-        .filter_map(|l| l.split('"').next())
-        .collect();
-    assert_eq!(names, ["ie-a", "lo"]);
-    assert!(!body.contains("\"ie-b\"") && !body.contains("\"other0\""));
-    Ok(())
+    for_each_source(|source| {
+        let p = Pair::new()?;
+        p.ns.ip("link add ie-c type veth peer name other0")?;
+        let exp = p.ns.exporter(&[
+            "--interfaces.include=ie-*",
+            "--interfaces.include=lo",
+            "--interfaces.exclude=ie-[bc]",
+            source,
+        ])?;
+        let body = p.scrape(&exp)?;
+        let names: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("interface_status{interface=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(names, ["ie-a", "lo"]);
+        assert!(!body.contains("\"ie-b\"") && !body.contains("\"other0\""));
+        Ok(())
+    })
 }
 
 #[test]
 fn statistics_only_when_asked() -> Result {
-    for_each_source(statistics_only_when_asked_with)
-}
-
-fn statistics_only_when_asked_with(source: &str) -> Result {
-    let p = Pair::new()?;
-    let plain = p.ns.exporter(&[source])?;
-    assert!(!p.scrape(&plain)?.contains("interface_receive_bytes_total"));
-    drop(plain);
-    let exp = p.ns.exporter(&["--collector.statistics", source])?;
-    let read = |attr: &str| -> Result<u64> {
-        let out = run(p
-            .ns
-            .cmd("cat")
-            .arg(format!("/sys/class/net/ie-a/statistics/{attr}")))?;
-        Ok(out.trim().parse()?)
-    };
-    for (attr, family) in [
-        ("rx_bytes", "interface_receive_bytes_total"),
-        ("rx_packets", "interface_receive_packets_total"),
-        ("rx_errors", "interface_receive_errors_total"),
-        ("rx_dropped", "interface_receive_dropped_total"),
-        ("tx_bytes", "interface_transmit_bytes_total"),
-        ("tx_packets", "interface_transmit_packets_total"),
-        ("tx_errors", "interface_transmit_errors_total"),
-        ("tx_dropped", "interface_transmit_dropped_total"),
-    ] {
-        let low = read(attr)?;
-        let body = p.scrape(&exp)?;
-        let high = read(attr)?;
-        let v = counter(&body, &format!("{family}{{interface=\"ie-a\"}}"))?;
-        assert!(low <= v && v <= high, "{family}: {low} <= {v} <= {high}");
-        assert!(body.contains(&format!("# TYPE {family} counter\n")));
-    }
-    Ok(())
+    for_each_source(|source| {
+        let p = Pair::new()?;
+        let plain = p.ns.exporter(&[source])?;
+        assert!(!p.scrape(&plain)?.contains("interface_receive_bytes_total"));
+        drop(plain);
+        let exp = p.ns.exporter(&["--collector.statistics", source])?;
+        let read = |attr: &str| -> Result<u64> {
+            let out = run(p
+                .ns
+                .cmd("cat")
+                .arg(format!("/sys/class/net/ie-a/statistics/{attr}")))?;
+            Ok(out.trim().parse()?)
+        };
+        for (attr, family) in [
+            ("rx_bytes", "interface_receive_bytes_total"),
+            ("rx_packets", "interface_receive_packets_total"),
+            ("rx_errors", "interface_receive_errors_total"),
+            ("rx_dropped", "interface_receive_dropped_total"),
+            ("tx_bytes", "interface_transmit_bytes_total"),
+            ("tx_packets", "interface_transmit_packets_total"),
+            ("tx_errors", "interface_transmit_errors_total"),
+            ("tx_dropped", "interface_transmit_dropped_total"),
+        ] {
+            let low = read(attr)?;
+            let body = p.scrape(&exp)?;
+            let high = read(attr)?;
+            let v = counter(&body, &format!("{family}{{interface=\"ie-a\"}}"))?;
+            assert!(low <= v && v <= high, "{family}: {low} <= {v} <= {high}");
+            assert!(body.contains(&format!("# TYPE {family} counter\n")));
+        }
+        Ok(())
+    })
 }
 
 /// A fixture interface with every quirk the kernel has, rendered whole in both formats.
@@ -441,24 +396,13 @@ fn every_attribute_quirk_in_both_formats() -> Result {
 }
 
 fn check_with(program: &str, args: &[&str], input: &[u8]) -> Result<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{program}: {e} (scripts/test.sh installs it)"))?;
-    child.stdin.take().ok_or("stdin")?.write_all(input)?;
-    let out = child.wait_with_output()?;
-    let text = format!(
+    let out = pipe(Command::new(program).args(args), input)
+        .map_err(|e| format!("{program} {args:?} rejected the body: {e}"))?;
+    Ok(format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(format!("{program} {args:?} rejected the body:\n{text}").into());
-    }
-    Ok(text)
+    ))
 }
 
 /// Parses OpenMetrics strictly with the prometheus_client package (Debian's
@@ -472,34 +416,32 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 
 #[test]
 fn independent_parsers_accept_both_formats() -> Result {
-    for_each_source(independent_parsers_accept_both_formats_with)
-}
-
-fn independent_parsers_accept_both_formats_with(source: &str) -> Result {
-    let p = Pair::new()?;
-    let exp = p.ns.exporter(&["--collector.statistics", source])?;
-    p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
-    let f = quirks()?;
-    let fixture_exp = Exporter::start(&[&f.flag(), "--collector.statistics"])?;
-    let om_real = run(p
-        .ns
-        .cmd("curl")
-        .args(["-s", "-H", &format!("Accept: {OPENMETRICS}")])
-        .arg(format!("http://{}/metrics", exp.addr)))?;
-    let om_fixture = scrape_as(&fixture_exp, OPENMETRICS)?.text();
-    for body in [&om_real, &om_fixture] {
-        let families = check_with("/usr/bin/python3", &["-c", OM_PARSER], body.as_bytes())?;
-        assert!(
-            families.contains("interface_carrier_changes counter"),
-            "{families}"
-        );
-        assert!(families.contains("interface info"), "{families}");
-        assert!(families.contains("interface_status unknown"), "{families}");
-    }
-    let text_real = p.scrape(&exp)?;
-    let text_fixture = scrape_as(&fixture_exp, "text/plain")?.text();
-    for body in [&text_real, &text_fixture] {
-        check_with("promtool", &["check", "metrics"], body.as_bytes())?;
-    }
-    Ok(())
+    for_each_source(|source| {
+        let p = Pair::new()?;
+        let exp = p.ns.exporter(&["--collector.statistics", source])?;
+        p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
+        let f = quirks()?;
+        let fixture_exp = Exporter::start(&[&f.flag(), "--collector.statistics"])?;
+        let om_real = run(p
+            .ns
+            .cmd("curl")
+            .args(["-s", "-H", &format!("Accept: {OPENMETRICS}")])
+            .arg(format!("http://{}/metrics", exp.addr)))?;
+        let om_fixture = scrape_as(&fixture_exp, OPENMETRICS)?.text();
+        for body in [&om_real, &om_fixture] {
+            let families = check_with("/usr/bin/python3", &["-c", OM_PARSER], body.as_bytes())?;
+            assert!(
+                families.contains("interface_carrier_changes counter"),
+                "{families}"
+            );
+            assert!(families.contains("interface info"), "{families}");
+            assert!(families.contains("interface_status unknown"), "{families}");
+        }
+        let text_real = p.scrape(&exp)?;
+        let text_fixture = scrape_as(&fixture_exp, "text/plain")?.text();
+        for body in [&text_real, &text_fixture] {
+            check_with("promtool", &["check", "metrics"], body.as_bytes())?;
+        }
+        Ok(())
+    })
 }

@@ -129,7 +129,7 @@ fn timed_scrape(addr: SocketAddr) -> Result<Duration> {
     let mut s = TcpStream::connect_timeout(&addr, SCRAPE_BOUND)?;
     s.set_read_timeout(Some(SCRAPE_BOUND))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
-    let response = read_response(&mut s, false)
+    let response = read_response(&mut s, Framing::Length)
         .map_err(|e| format!("no answer within {SCRAPE_BOUND:?}: {e}"))?;
     assert_eq!(response.status, 200);
     assert!(response

@@ -108,45 +108,12 @@ fn url_encode(s: &str) -> String {
     out
 }
 
-/// Splits a raw HTTP/1.0 response (framed by the server closing) into status and body.
-fn split_response(raw: &[u8]) -> Result<(u16, String)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no response head in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..end])?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .ok_or_else(|| format!("no status in {head:?}"))?
-        .parse()?;
-    Ok((
-        status,
-        String::from_utf8_lossy(&raw[end + 4..]).into_owned(),
-    ))
-}
-
 /// Runs a Python script with `input` on stdin and returns what it printed.
 fn python(script: &str, input: &str) -> Result<String> {
-    let mut child = Command::new(tool(PYTHON, "python3")?)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "python failed on {input:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
+    let out = pipe(
+        Command::new(tool(PYTHON, "python3")?).args(["-c", script]),
+        input.as_bytes(),
+    )?;
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -350,7 +317,8 @@ impl Prometheus {
                     .stdout
             }
         };
-        split_response(&raw)
+        let r = parse_response(&raw, Framing::LengthOrClose)?;
+        Ok((r.status, r.text()))
     }
 
     /// Runs an instant query; an answer with status `error` is an error naming the query.
@@ -406,20 +374,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The interfaces of the host: the symlinks in its `/sys/class/net`, as the kernel makes them
-/// (`bonding_masters` is a regular file).
-fn host_interfaces() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/sys/class/net")? {
-        let entry = entry?;
-        if entry.file_type()?.is_symlink() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
 }
 
 /// Every family the issue added, besides the seed's `interface_status`.
@@ -549,40 +503,41 @@ fn a_real_prometheus_stores_the_host_and_answers_every_dashboard_query() -> Resu
     Ok(())
 }
 
-#[test]
-fn a_peer_set_down_changes_the_stored_series() -> Result {
-    for_each_source(a_peer_set_down_changes_the_stored_series_with)
-}
-
-fn a_peer_set_down_changes_the_stored_series_with(source: &str) -> Result {
-    let ns = Netns::new()?;
-    ns.ip("link add ie-a type veth peer name ie-b")?;
-    ns.ip("link set ie-a up")?;
-    ns.ip("link set ie-b up")?;
+/// The exporter with `source` in `ns` and a Prometheus scraping it, once it has stored ie-a up.
+fn scraped_pair(ns: &Netns, source: &str) -> Result<(Exporter, Prometheus)> {
     let exp = ns.exporter(&[source])?;
-    let prom = Prometheus::start(exp.addr, Some(&ns))?;
+    let prom = Prometheus::start(exp.addr, Some(ns))?;
     prom.wait_target_up()?;
     prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;
-    prom.wait_value("interface_oper_state{interface=\"ie-b\",state=\"up\"}", "1")?;
+    Ok((exp, prom))
+}
 
-    ns.ip("link set ie-b down")?;
-    // ie-a's lower layer is its peer: lowerlayerdown, which the seed contract counts as 2.
-    prom.wait_value("interface_status{interface=\"ie-a\"}", "2")?;
-    prom.wait_value(
-        "interface_oper_state{interface=\"ie-a\",state=\"lowerlayerdown\"}",
-        "1",
-    )?;
-    prom.wait_value(
-        "interface_oper_state{interface=\"ie-b\",state=\"down\"}",
-        "1",
-    )?;
-    prom.wait_value("interface_admin_up{interface=\"ie-b\"}", "0")?;
-    // The history holds both states: the change was stored, not just the latest value.
-    prom.wait_value(
-        "max_over_time(interface_status{interface=\"ie-b\"}[1m]) - min_over_time(interface_status{interface=\"ie-b\"}[1m])",
-        "1",
-    )?;
-    Ok(())
+#[test]
+fn a_peer_set_down_changes_the_stored_series() -> Result {
+    for_each_source(|source| {
+        let ns = Netns::with_pair()?;
+        let (_exp, prom) = scraped_pair(&ns, source)?;
+        prom.wait_value("interface_oper_state{interface=\"ie-b\",state=\"up\"}", "1")?;
+
+        ns.ip("link set ie-b down")?;
+        // ie-a's lower layer is its peer: lowerlayerdown, which the seed contract counts as 2.
+        prom.wait_value("interface_status{interface=\"ie-a\"}", "2")?;
+        prom.wait_value(
+            "interface_oper_state{interface=\"ie-a\",state=\"lowerlayerdown\"}",
+            "1",
+        )?;
+        prom.wait_value(
+            "interface_oper_state{interface=\"ie-b\",state=\"down\"}",
+            "1",
+        )?;
+        prom.wait_value("interface_admin_up{interface=\"ie-b\"}", "0")?;
+        // The history holds both states: the change was stored, not just the latest value.
+        prom.wait_value(
+            "max_over_time(interface_status{interface=\"ie-b\"}[1m]) - min_over_time(interface_status{interface=\"ie-b\"}[1m])",
+            "1",
+        )?;
+        Ok(())
+    })
 }
 
 /// The active alerts as (name, interface, state, description).
@@ -608,108 +563,101 @@ fn utc_second(secs: f64) -> Result<String> {
 
 #[test]
 fn the_interface_down_alert_says_since_when() -> Result {
-    for_each_source(the_interface_down_alert_says_since_when_with)
-}
+    for_each_source(|source| {
+        // ie-a goes lowerlayerdown while the exporter watches.
+        let ns = Netns::with_pair()?;
+        // ie-c has been lowerlayerdown since before the exporter started: "at least since".
+        ns.ip("link add ie-c type veth peer name ie-d")?;
+        ns.ip("link set ie-c up")?;
+        let (exp, prom) = scraped_pair(&ns, source)?;
+        let start: f64 = prom
+            .wait_value("count(interfaces_exporter_start_time_seconds)", "1")
+            .and_then(|_| prom.query("interfaces_exporter_start_time_seconds"))?
+            .series
+            .first()
+            .ok_or("no start time")?
+            .value
+            .parse()?;
 
-fn the_interface_down_alert_says_since_when_with(source: &str) -> Result {
-    let ns = Netns::new()?;
-    // ie-c has been lowerlayerdown since before the exporter started: "at least since".
-    ns.ip("link add ie-c type veth peer name ie-d")?;
-    ns.ip("link set ie-c up")?;
-    // ie-a goes lowerlayerdown while the exporter watches.
-    ns.ip("link add ie-a type veth peer name ie-b")?;
-    ns.ip("link set ie-a up")?;
-    ns.ip("link set ie-b up")?;
-    let exp = ns.exporter(&[source])?;
-    let prom = Prometheus::start(exp.addr, Some(&ns))?;
-    prom.wait_target_up()?;
-    prom.wait_value("interface_status{interface=\"ie-a\"}", "1")?;
-    let start: f64 = prom
-        .wait_value("count(interfaces_exporter_start_time_seconds)", "1")
-        .and_then(|_| prom.query("interfaces_exporter_start_time_seconds"))?
-        .series
-        .first()
-        .ok_or("no start time")?
-        .value
-        .parse()?;
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        ns.ip("link set ie-b down")?;
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        prom.wait_value("interface_status{interface=\"ie-a\"}", "2")?;
+        let changed: f64 = prom
+            .query("interface_last_change_timestamp_seconds{interface=\"ie-a\"}")?
+            .series
+            .first()
+            .ok_or("no last change for ie-a")?
+            .value
+            .parse()?;
+        // Netlink times the change as it happens, sysfs at the next scan, a scrape (1 s) later.
+        assert!(
+            changed >= before.as_secs_f64() - 0.25 && changed <= after.as_secs_f64() + 2.0,
+            "ie-a changed at {changed}, set down between {before:?} and {after:?}"
+        );
 
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    ns.ip("link set ie-b down")?;
-    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    prom.wait_value("interface_status{interface=\"ie-a\"}", "2")?;
-    let changed: f64 = prom
-        .query("interface_last_change_timestamp_seconds{interface=\"ie-a\"}")?
-        .series
-        .first()
-        .ok_or("no last change for ie-a")?
-        .value
-        .parse()?;
-    // Netlink times the change as it happens, sysfs at the next scan, a scrape (1 s) later.
-    assert!(
-        changed >= before.as_secs_f64() - 0.25 && changed <= after.as_secs_f64() + 2.0,
-        "ie-a changed at {changed}, set down between {before:?} and {after:?}"
-    );
-
-    // InterfaceDown waits 2 minutes before it fires, but a pending alert carries its
-    // annotations already.
-    let instance = exp.addr.to_string();
-    let head = |iface: &str| {
-        format!("Interface {iface} on {instance} is administratively up but its operational state is down or lowerlayerdown (no carrier, or the lower device is down) since ")
-    };
-    let found = poll("InterfaceDown for ie-a and ie-c", DATA_DEADLINE, || {
-        let active = alerts(&prom)?;
-        let down: BTreeMap<&str, &str> = active
-            .iter()
-            .filter(|a| a[0] == "InterfaceDown")
-            .map(|a| (a[1].as_str(), a[3].as_str()))
-            .collect();
-        if down.keys().copied().eq(["ie-a", "ie-c"]) {
-            Ok(down
+        // InterfaceDown waits 2 minutes before it fires, but a pending alert carries its
+        // annotations already.
+        let instance = exp.addr.to_string();
+        let head = |iface: &str| {
+            format!("Interface {iface} on {instance} is administratively up but its operational state is down or lowerlayerdown (no carrier, or the lower device is down) since ")
+        };
+        let found = poll("InterfaceDown for ie-a and ie-c", DATA_DEADLINE, || {
+            let active = alerts(&prom)?;
+            let down: BTreeMap<&str, &str> = active
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>())
-        } else {
-            Err(format!("alerts: {active:?}").into())
+                .filter(|a| a[0] == "InterfaceDown")
+                .map(|a| (a[1].as_str(), a[3].as_str()))
+                .collect();
+            if down.keys().copied().eq(["ie-a", "ie-c"]) {
+                Ok(down
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>())
+            } else {
+                Err(format!("alerts: {active:?}").into())
+            }
+        })?;
+        for (iface, description) in &found {
+            eprintln!("{source}: InterfaceDown for {iface}: {description}");
         }
-    })?;
-    for (iface, description) in &found {
-        eprintln!("{source}: InterfaceDown for {iface}: {description}");
-    }
-    let a = &found["ie-a"];
-    let since = utc_second(changed)?;
-    assert!(a.starts_with(&format!("{}{since}", head("ie-a"))), "{a}");
-    assert!(a.ends_with("s)."), "{a}");
-    assert!(
-        a.contains(" +0000 UTC (for ") && !a.contains("at least"),
-        "{a}"
-    );
-    let c = &found["ie-c"];
-    let start_text = utc_second(start)?;
-    assert!(
-        c.starts_with(&format!("{}at least {start_text}", head("ie-c"))),
-        "{c}"
-    );
-    assert!(
-        c.contains(" +0000 UTC, when the exporter started (for at least ") && c.ends_with("s)."),
-        "{c}"
-    );
+        let a = &found["ie-a"];
+        let since = utc_second(changed)?;
+        assert!(a.starts_with(&format!("{}{since}", head("ie-a"))), "{a}");
+        assert!(a.ends_with("s)."), "{a}");
+        assert!(
+            a.contains(" +0000 UTC (for ") && !a.contains("at least"),
+            "{a}"
+        );
+        let c = &found["ie-c"];
+        let start_text = utc_second(start)?;
+        assert!(
+            c.starts_with(&format!("{}at least {start_text}", head("ie-c"))),
+            "{c}"
+        );
+        assert!(
+            c.contains(" +0000 UTC, when the exporter started (for at least ")
+                && c.ends_with("s)."),
+            "{c}"
+        );
 
-    // The dashboard's Down since column: every interface that is down, at its last change, in
-    // milliseconds for Grafana's time unit; ie-b and ie-d are down too, set so by hand.
-    let exprs = run(Command::new(tool(PYTHON, "python3")?)
-        .arg(repo().join("scripts/dashboard-queries.py"))
-        .arg(repo().join("scripts/grafana/dashboard.json")))?;
-    let expr = exprs
-        .lines()
-        .find(|l| l.contains(DOWN_SINCE))
-        .ok_or("the dashboard has no Down since query")?;
-    let column = prom.query(expr)?;
-    let mut shown = column.interfaces();
-    shown.sort_unstable();
-    assert_eq!(shown, ["ie-a", "ie-b", "ie-c", "ie-d"], "{}", column.json);
-    for s in &column.series {
-        let ms: f64 = s.value.parse()?;
-        assert!(ms >= start * 1000.0 - 1.0, "{s:?}");
-    }
-    Ok(())
+        // The dashboard's Down since column: every interface that is down, at its last change, in
+        // milliseconds for Grafana's time unit; ie-b and ie-d are down too, set so by hand.
+        let exprs = run(Command::new(tool(PYTHON, "python3")?)
+            .arg(repo().join("scripts/dashboard-queries.py"))
+            .arg(repo().join("scripts/grafana/dashboard.json")))?;
+        let expr = exprs
+            .lines()
+            .find(|l| l.contains(DOWN_SINCE))
+            .ok_or("the dashboard has no Down since query")?;
+        let column = prom.query(expr)?;
+        let mut shown = column.interfaces();
+        shown.sort_unstable();
+        assert_eq!(shown, ["ie-a", "ie-b", "ie-c", "ie-d"], "{}", column.json);
+        for s in &column.series {
+            let ms: f64 = s.value.parse()?;
+            assert!(ms >= start * 1000.0 - 1.0, "{s:?}");
+        }
+        Ok(())
+    })
 }

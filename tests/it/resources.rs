@@ -76,25 +76,15 @@ impl Drop for Cgroup {
     }
 }
 
-/// The static build, which scripts/test.sh builds first.
-fn static_binary() -> Result<PathBuf> {
-    let bin = repo().join("target/x86_64-unknown-linux-musl/release/interfaces_exporter");
-    if !bin.exists() {
-        return Err(format!(
-            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh",
-            bin.display()
-        )
-        .into());
-    }
-    Ok(bin)
-}
-
 #[test]
 fn clients_that_never_read_cannot_exhaust_memory() -> Result {
     let f = big_host(1000)?;
     // The test build (what every test runs) and the static build (what is deployed), whose
     // figures the README quotes.
-    for bin in [PathBuf::from(BIN), static_binary()?] {
+    for bin in [
+        PathBuf::from(BIN),
+        static_binary("x86_64-unknown-linux-musl")?,
+    ] {
         non_readers_in_a_cgroup(&f, &bin)?;
     }
     Ok(())
@@ -331,7 +321,7 @@ fn an_address_space_limit_gives_503_not_an_abort() -> Result {
     // Run on the static build, whose address space is what a deployment has (a debug build
     // linked to glibc reserves 64 MiB malloc arenas per thread).
     const CLIENTS: usize = 40;
-    let bin = static_binary()?;
+    let bin = static_binary("x86_64-unknown-linux-musl")?;
     let f = big_host(1000)?;
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--as={}", 32_000 * 1024))

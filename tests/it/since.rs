@@ -49,10 +49,7 @@ struct Pair {
 
 impl Pair {
     fn new(args: &[&str]) -> Result<Pair> {
-        let ns = Netns::new()?;
-        ns.ip("link add ie-a type veth peer name ie-b")?;
-        ns.ip("link set ie-a up")?;
-        ns.ip("link set ie-b up")?;
+        let ns = Netns::with_pair()?;
         // Both up and settled before the exporter starts, so that no change of theirs
         // comes after its start.
         wait_for("the pair to be up", DEADLINE, || {
@@ -118,88 +115,81 @@ fn check_timed(source: &str, what: &str, stamp: u64, (before, after): (u64, u64)
 
 #[test]
 fn flaps_are_timed() -> Result {
-    for_each_source(flaps_are_timed_with)
-}
+    for_each_source(|source| {
+        let p = Pair::new(&[source])?;
+        let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
+        // Nothing changed since the start: every interface says "at least since the start".
+        let start = start_time(&body)?;
+        for iface in ["lo", "ie-a", "ie-b"] {
+            assert_eq!(stamp(&body, iface)?, start, "{iface}\n{body}");
+        }
 
-fn flaps_are_timed_with(source: &str) -> Result {
-    let p = Pair::new(&[source])?;
-    let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
-    // Nothing changed since the start: every interface says "at least since the start".
-    let start = start_time(&body)?;
-    for iface in ["lo", "ie-a", "ie-b"] {
-        assert_eq!(stamp(&body, iface)?, start, "{iface}\n{body}");
-    }
-
-    // Down: ie-b admin down, and with it ie-a's carrier and oper state.
-    let down = p.set("ie-b down")?;
-    let (body, seen) = p.scrape_until("ie-a lowerlayerdown", |b| {
-        has(b, "ie-a", "lowerlayerdown") && has(b, "ie-b", "down")
-    })?;
-    check_timed(source, "ie-b down", stamp(&body, "ie-b")?, down, seen);
-    check_timed(
-        source,
-        "ie-a carrier lost",
-        stamp(&body, "ie-a")?,
-        down,
-        seen,
-    );
-    assert_eq!(stamp(&body, "lo")?, start);
-
-    // Up again.
-    let up = p.set("ie-b up")?;
-    let (body, seen) =
-        p.scrape_until("ie-a up", |b| has(b, "ie-a", "up") && has(b, "ie-b", "up"))?;
-    check_timed(source, "ie-b up", stamp(&body, "ie-b")?, up, seen);
-    check_timed(source, "ie-a carrier back", stamp(&body, "ie-a")?, up, seen);
-
-    // A flap that is over before the next scrape: the state is what it was, but it changed.
-    let (_, last) = p.scrape()?;
-    let (before, _) = p.set("ie-b down")?;
-    let (_, after) = p.set("ie-b up")?;
-    let (body, seen) = p.scrape_until("ie-a up after the flap", |b| {
-        has(b, "ie-a", "up") && has(b, "ie-b", "up")
-    })?;
-    assert!(last <= before);
-    for iface in ["ie-a", "ie-b"] {
+        // Down: ie-b admin down, and with it ie-a's carrier and oper state.
+        let down = p.set("ie-b down")?;
+        let (body, seen) = p.scrape_until("ie-a lowerlayerdown", |b| {
+            has(b, "ie-a", "lowerlayerdown") && has(b, "ie-b", "down")
+        })?;
+        check_timed(source, "ie-b down", stamp(&body, "ie-b")?, down, seen);
         check_timed(
             source,
-            &format!("{iface} flap between scrapes"),
-            stamp(&body, iface)?,
-            (before, after),
+            "ie-a carrier lost",
+            stamp(&body, "ie-a")?,
+            down,
             seen,
         );
-    }
-    assert_eq!(stamp(&body, "lo")?, start);
-    assert_eq!(start_time(&body)?, start);
-    Ok(())
+        assert_eq!(stamp(&body, "lo")?, start);
+
+        // Up again.
+        let up = p.set("ie-b up")?;
+        let (body, seen) =
+            p.scrape_until("ie-a up", |b| has(b, "ie-a", "up") && has(b, "ie-b", "up"))?;
+        check_timed(source, "ie-b up", stamp(&body, "ie-b")?, up, seen);
+        check_timed(source, "ie-a carrier back", stamp(&body, "ie-a")?, up, seen);
+
+        // A flap that is over before the next scrape: the state is what it was, but it changed.
+        let (_, last) = p.scrape()?;
+        let (before, _) = p.set("ie-b down")?;
+        let (_, after) = p.set("ie-b up")?;
+        let (body, seen) = p.scrape_until("ie-a up after the flap", |b| {
+            has(b, "ie-a", "up") && has(b, "ie-b", "up")
+        })?;
+        assert!(last <= before);
+        for iface in ["ie-a", "ie-b"] {
+            check_timed(
+                source,
+                &format!("{iface} flap between scrapes"),
+                stamp(&body, iface)?,
+                (before, after),
+                seen,
+            );
+        }
+        assert_eq!(stamp(&body, "lo")?, start);
+        assert_eq!(start_time(&body)?, start);
+        Ok(())
+    })
 }
 
 #[test]
 fn an_interface_added_later_carries_the_time_it_appeared() -> Result {
-    for_each_source(an_interface_added_later_carries_the_time_it_appeared_with)
-}
-
-fn an_interface_added_later_carries_the_time_it_appeared_with(source: &str) -> Result {
-    let p = Pair::new(&[source])?;
-    let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
-    let start = start_time(&body)?;
-    let before = now_ms();
-    p.ns.ip("link add ie-c type veth peer name ie-d")?;
-    let added = (before, now_ms());
-    let (body, seen) = p.scrape_until("ie-c", |b| b.contains("{interface=\"ie-c\"}"))?;
-    assert!(start < added.0);
-    check_timed(source, "ie-c appeared", stamp(&body, "ie-c")?, added, seen);
-    assert_eq!(stamp(&body, "ie-a")?, start);
-    Ok(())
+    for_each_source(|source| {
+        let p = Pair::new(&[source])?;
+        let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
+        let start = start_time(&body)?;
+        let before = now_ms();
+        p.ns.ip("link add ie-c type veth peer name ie-d")?;
+        let added = (before, now_ms());
+        let (body, seen) = p.scrape_until("ie-c", |b| b.contains("{interface=\"ie-c\"}"))?;
+        assert!(start < added.0);
+        check_timed(source, "ie-c appeared", stamp(&body, "ie-c")?, added, seen);
+        assert_eq!(stamp(&body, "ie-a")?, start);
+        Ok(())
+    })
 }
 
 #[test]
 fn a_refused_subscription_falls_back_to_comparing_scans_with_one_warning() -> Result {
     let seccomp = repo().join("tests/it/seccomp.py");
-    let ns = Netns::new()?;
-    ns.ip("link add ie-a type veth peer name ie-b")?;
-    ns.ip("link set ie-a up")?;
-    ns.ip("link set ie-b up")?;
+    let ns = Netns::with_pair()?;
     // Only the subscription asks for a receive buffer: the dump socket and the listener work.
     let mut cmd = ns.cmd("python3");
     cmd.arg(&seccomp)
@@ -318,43 +308,41 @@ fn an_overflow_is_resynced_and_stamps_only_what_changed() -> Result {
 
 #[test]
 fn memory_stays_flat_while_interfaces_come_and_go() -> Result {
-    for_each_source(memory_stays_flat_while_interfaces_come_and_go_with)
-}
-
-fn memory_stays_flat_while_interfaces_come_and_go_with(source: &str) -> Result {
-    const PAIRS: usize = 500;
-    const ROUNDS: usize = 4;
-    /// RSS may wander by allocator noise; the tracker keeping the entries of a round's
-    /// thousand gone interfaces would add over 100 KiB per round.
-    const SLACK_KIB: u64 = 192;
-    let ns = Netns::new()?;
-    let dir = TempDir::new()?;
-    let exp = ns.exporter(&[source])?;
-    let pid = exp.pid();
-    let p = Pair { ns, exp };
-    let add: String = (0..PAIRS)
-        .map(|i| format!("link add ie-m{i} type veth peer name ie-n{i}\nlink set ie-m{i} up\n"))
-        .collect();
-    let del: String = (0..PAIRS).map(|i| format!("link del ie-m{i}\n")).collect();
-    let mut after_round = Vec::new();
-    for round in 0..ROUNDS {
-        batch(&p.ns, &dir, "add", &add)?;
-        let last = format!("{{interface=\"ie-n{}\"}}", PAIRS - 1);
-        p.scrape_until("all pairs", |b| b.contains(&last))?;
-        batch(&p.ns, &dir, "del", &del)?;
-        p.scrape_until("no pairs", |b| !b.contains("ie-m"))?;
-        let rss = vm_rss_kib(pid).ok_or("no VmRSS")?;
-        let hwm = vm_hwm_kib(pid).ok_or("no VmHWM")?;
-        eprintln!("{source} round {round}: VmRSS {rss} KiB, VmHWM {hwm} KiB");
-        after_round.push((rss, hwm));
-    }
-    // The first round sets the high-water mark (a scan of a thousand interfaces); later
-    // rounds of the same size must not raise it, nor the resident set they leave behind.
-    let (rss1, hwm1) = after_round[1];
-    let (rss, hwm) = after_round[ROUNDS - 1];
-    assert!(
-        rss <= rss1 + SLACK_KIB && hwm <= hwm1 + SLACK_KIB,
-        "{source}: grew from {after_round:?}"
-    );
-    Ok(())
+    for_each_source(|source| {
+        const PAIRS: usize = 500;
+        const ROUNDS: usize = 4;
+        /// RSS may wander by allocator noise; the tracker keeping the entries of a round's
+        /// thousand gone interfaces would add over 100 KiB per round.
+        const SLACK_KIB: u64 = 192;
+        let ns = Netns::new()?;
+        let dir = TempDir::new()?;
+        let exp = ns.exporter(&[source])?;
+        let pid = exp.pid();
+        let p = Pair { ns, exp };
+        let add: String = (0..PAIRS)
+            .map(|i| format!("link add ie-m{i} type veth peer name ie-n{i}\nlink set ie-m{i} up\n"))
+            .collect();
+        let del: String = (0..PAIRS).map(|i| format!("link del ie-m{i}\n")).collect();
+        let mut after_round = Vec::new();
+        for round in 0..ROUNDS {
+            batch(&p.ns, &dir, "add", &add)?;
+            let last = format!("{{interface=\"ie-n{}\"}}", PAIRS - 1);
+            p.scrape_until("all pairs", |b| b.contains(&last))?;
+            batch(&p.ns, &dir, "del", &del)?;
+            p.scrape_until("no pairs", |b| !b.contains("ie-m"))?;
+            let rss = vm_rss_kib(pid).ok_or("no VmRSS")?;
+            let hwm = vm_hwm_kib(pid).ok_or("no VmHWM")?;
+            eprintln!("{source} round {round}: VmRSS {rss} KiB, VmHWM {hwm} KiB");
+            after_round.push((rss, hwm));
+        }
+        // The first round sets the high-water mark (a scan of a thousand interfaces); later
+        // rounds of the same size must not raise it, nor the resident set they leave behind.
+        let (rss1, hwm1) = after_round[1];
+        let (rss, hwm) = after_round[ROUNDS - 1];
+        assert!(
+            rss <= rss1 + SLACK_KIB && hwm <= hwm1 + SLACK_KIB,
+            "{source}: grew from {after_round:?}"
+        );
+        Ok(())
+    })
 }

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -253,22 +253,8 @@ for family in text_string_to_metric_families(sys.stdin.buffer.read().decode("utf
 "#;
 
 fn parsed_labels(format: &str, body: &[u8]) -> Result<Vec<String>> {
-    use std::io::Write as _;
-    let mut child = Command::new(PYTHON)
-        .args(["-c", LABELS, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().ok_or("no stdin")?.write_all(body)?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "the {format} parser rejected the body:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
+    let out = pipe(Command::new(PYTHON).args(["-c", LABELS, format]), body)
+        .map_err(|e| format!("the {format} parser rejected the body: {e}"))?;
     Ok(String::from_utf8(out.stdout)?
         .lines()
         .map(str::to_owned)

@@ -1,7 +1,7 @@
 //! The harness: temp sysfs trees laid out as the kernel lays them out, the real binary started
 //! on port 0, a raw HTTP client, and network namespaces.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -129,6 +129,32 @@ impl Fixture {
     }
 }
 
+/// The seed's example host, as a fixture: states from its blog post, plus a regular file in
+/// `class/net` that is not an interface.
+pub fn seed_host() -> Result<Fixture> {
+    let f = Fixture::new()?;
+    for (name, state) in [
+        ("br-af9ffbaf4aff", "down"),
+        ("dm-8295e7c648f8", "unknown"),
+        ("docker0", "up"),
+        ("dummy0", "down"),
+        ("eth1", "up"),
+        ("lo", "unknown"),
+        ("veth1f58e81", "up"),
+        ("vethb244e2b", "lowerlayerdown"),
+        ("wg0", "dormant"),
+    ] {
+        f.iface(name, &[("operstate", state)])?;
+    }
+    f.iface_under(
+        "pci0000:00/0000:00:03.0",
+        std::ffi::OsStr::new("eth0"),
+        &[("operstate", "up")],
+    )?;
+    std::fs::write(f.root().join("class/net/bonding_masters"), "\n")?;
+    Ok(f)
+}
+
 /// The exporter, running; killed on drop.
 pub struct Exporter {
     pub child: Child,
@@ -250,47 +276,134 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<Response> {
 pub fn request(addr: SocketAddr, req: &str) -> Result<Response> {
     let mut s = connect(addr)?;
     s.write_all(req.as_bytes())?;
-    let head_only = req.starts_with("HEAD ");
-    read_response(&mut s, head_only)
+    let framing = if req.starts_with("HEAD ") {
+        Framing::HeadOnly
+    } else {
+        Framing::Length
+    };
+    read_response(&mut s, framing)
 }
 
-/// Reads one response framed by Content-Length from a stream that may carry more.
-pub fn read_response(s: &mut TcpStream, head_only: bool) -> Result<Response> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = match s.read(&mut byte) {
+/// How the body of a response is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// By a Content-Length that stands exactly once: how the exporter frames every response.
+    Length,
+    /// The answer to a HEAD: a Content-Length that stands exactly once, and no body.
+    HeadOnly,
+    /// By Content-Length where there is one, else by the close: another server's answer to an
+    /// HTTP/1.0 request (Prometheus's API sends long answers that way).
+    LengthOrClose,
+}
+
+/// A response head longer than this is not one the exporter (or Prometheus) writes.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Reads one response from a stream that may carry more, and not a byte past its end, so that
+/// the caller can go on reading the stream itself (the next response, or the close).
+pub fn read_response(s: &mut TcpStream, framing: Framing) -> Result<Response> {
+    // A one-byte buffer reads the head byte by byte; a body longer than the buffer is read
+    // straight into its place, to its exact length.
+    next_response(&mut BufReader::with_capacity(1, &*s), framing)
+}
+
+/// Parses `bytes` as exactly one response: anything after it is an error, as is a response
+/// cut short.
+pub fn parse_response(bytes: &[u8], framing: Framing) -> Result<Response> {
+    let mut rest = bytes;
+    let r = next_response(&mut rest, framing)?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes after a {} response: {:?}",
+            rest.len(),
+            r.status,
+            String::from_utf8_lossy(&rest[..rest.len().min(200)])
+        )
+        .into());
+    }
+    Ok(r)
+}
+
+/// Reads one response, strictly: a status line `HTTP/1.x NNN reason`, header lines with a
+/// colon, at most one Content-Length (digits only), and no Transfer-Encoding, which the
+/// exporter never sends (a chunked body would otherwise be taken for the next response).
+pub fn next_response(r: &mut impl BufRead, framing: Framing) -> Result<Response> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let available = match r.fill_buf() {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             other => other?,
         };
-        if n == 0 {
+        if available.is_empty() {
             return Err(format!(
                 "connection closed inside a head: {:?}",
-                String::from_utf8_lossy(&buf)
+                String::from_utf8_lossy(&head)
             )
             .into());
         }
-        buf.push(byte[0]);
+        // Up to the end of the head and no further: what follows is the body's.
+        let mut taken = 0;
+        for &b in available {
+            head.push(b);
+            taken += 1;
+            if head.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        r.consume(taken);
+        if head.len() > MAX_RESPONSE_HEAD {
+            return Err(format!("a response head past {MAX_RESPONSE_HEAD} bytes").into());
+        }
     }
-    let head = String::from_utf8(buf)?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("no status line")?;
-    let status: u16 = status_line.split(' ').nth(1).ok_or("no status")?.parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or((l, ""));
-            (n.to_ascii_lowercase(), v.trim().to_owned())
+    let head = String::from_utf8(head)?;
+    let mut lines = head.strip_suffix("\r\n\r\n").unwrap_or(&head).split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| {
+            rest.get(..3)
+                .filter(|_| rest.as_bytes().get(3) == Some(&b' '))
         })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .ok_or("no content-length")?
-        .1
+        .filter(|code| code.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("not a status line: {status_line:?}"))?
         .parse()?;
-    let mut body = vec![0; if head_only { 0 } else { len }];
-    s.read_exact(&mut body)?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty() && !n.contains([' ', '\t']))
+            .ok_or_else(|| format!("not a header line: {line:?}"))?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    if headers.iter().any(|(n, _)| n == "transfer-encoding") {
+        return Err(format!("a transfer-encoding, which is refused: {head:?}").into());
+    }
+    let lengths: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let length = match lengths[..] {
+        [] => None,
+        [v] if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Some(v.parse::<usize>()?),
+        _ => return Err(format!("not one valid Content-Length: {head:?}").into()),
+    };
+    let mut body = Vec::new();
+    match (framing, length) {
+        (Framing::HeadOnly, Some(_)) => {}
+        (Framing::Length | Framing::LengthOrClose, Some(n)) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)
+                .map_err(|e| format!("a body shorter than its Content-Length {n}: {e}"))?;
+        }
+        (Framing::LengthOrClose, None) => {
+            r.read_to_end(&mut body)?;
+        }
+        (Framing::Length | Framing::HeadOnly, None) => {
+            return Err(format!("no Content-Length: {head:?}").into())
+        }
+    }
     Ok(Response {
         status,
         headers,
@@ -300,18 +413,176 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> Result<Response> {
 
 /// Sends raw bytes, then reads whatever comes back until the server closes (or the deadline).
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut s = connect(addr)?;
-    // The server may close before it took everything, which is its right.
-    let _ = s.write_all(bytes);
+    Ok(exchange(addr, bytes, DEADLINE)?.bytes)
+}
+
+/// How a connection ended, seen from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The server closed it (FIN).
+    Closed,
+    /// The server closed it with input unread (RST), or the write side failed.
+    Reset,
+    /// Still open when the time was up: the server hangs.
+    Open,
+}
+
+/// Reads until the server closes or `limit` passes.
+pub fn read_until_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, End) {
+    let deadline = Instant::now() + limit;
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    Ok(out)
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return (out, End::Open);
+        }
+        let _ = s.set_read_timeout(Some(deadline - now));
+        match s.read(&mut buf) {
+            Ok(0) => return (out, End::Closed),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return (out, End::Reset),
+        }
+    }
+}
+
+/// What one exchange on a fresh connection brought back.
+pub struct Exchange {
+    pub bytes: Vec<u8>,
+    pub end: End,
+    pub took: Duration,
+}
+
+impl Exchange {
+    /// How many responses the server wrote, each read whole by [`next_response`]; bytes that do
+    /// not make a whole response count as one more, so that garbage is never taken for silence.
+    pub fn responses(&self) -> usize {
+        let mut rest = &self.bytes[..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            n += 1;
+            if next_response(&mut rest, Framing::Length).is_err() {
+                break;
+            }
+        }
+        n
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Sends `input` in one write on a new connection and reads until the server closes.
+pub fn exchange(addr: SocketAddr, input: &[u8], limit: Duration) -> Result<Exchange> {
+    let start = Instant::now();
+    let mut s = connect(addr)?;
+    // The server may refuse and close before it took everything, which is its right.
+    let _ = s.write_all(input);
+    let (bytes, end) = read_until_close(&mut s, limit);
+    Ok(Exchange {
+        bytes,
+        end,
+        took: start.elapsed(),
+    })
+}
+
+/// A keep-alive client that reads many bytes per read, for tests that send thousands of
+/// requests; its responses are read as strictly as any other.
+pub struct Client {
+    pub stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Result<Client> {
+        Ok(Client {
+            stream: BufReader::with_capacity(64 * 1024, connect(addr)?),
+        })
+    }
+
+    /// Sends `req` (nothing when empty) and reads one response, whose status it returns.
+    pub fn send(&mut self, req: &[u8]) -> Result<u16> {
+        self.stream.get_mut().write_all(req)?;
+        Ok(next_response(&mut self.stream, Framing::Length)?.status)
+    }
 }
 
 /// The status code of the first response in `bytes`, if any.
 pub fn status_of(bytes: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(bytes.get(..12)?).ok()?;
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Fails unless every line of `body` is a comment or `name{labels} value`, in the text format.
+pub fn check_exposition(body: &str) -> std::result::Result<(), String> {
+    fn name_end(s: &str, colon: bool) -> usize {
+        s.char_indices()
+            .find(|&(i, c)| {
+                !(c == '_'
+                    || c.is_ascii_alphabetic()
+                    || i > 0 && c.is_ascii_digit()
+                    || colon && c == ':')
+            })
+            .map_or(s.len(), |(i, _)| i)
+    }
+    for line in body.lines() {
+        let bad = || format!("malformed line {line:?}");
+        if let Some(rest) = line.strip_prefix("# ") {
+            let rest = rest
+                .strip_prefix("HELP ")
+                .or_else(|| rest.strip_prefix("TYPE "))
+                .ok_or_else(bad)?;
+            if name_end(rest, true) == 0 {
+                return Err(bad());
+            }
+            continue;
+        }
+        let n = name_end(line, true);
+        if n == 0 {
+            return Err(bad());
+        }
+        let mut rest = &line[n..];
+        if let Some(labels) = rest.strip_prefix('{') {
+            rest = labels;
+            loop {
+                let n = name_end(rest, false);
+                if n == 0 {
+                    return Err(bad());
+                }
+                rest = rest[n..].strip_prefix("=\"").ok_or_else(bad)?;
+                let mut chars = rest.char_indices();
+                let close = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\' | '"' | 'n')) => {}
+                            _ => return Err(bad()),
+                        },
+                        Some((_, '\n')) => return Err(bad()),
+                        Some((i, '"')) => break i,
+                        Some(_) => {}
+                        None => return Err(bad()),
+                    }
+                };
+                rest = &rest[close + 1..];
+                if let Some(r) = rest.strip_prefix(',') {
+                    rest = r;
+                } else {
+                    rest = rest.strip_prefix('}').ok_or_else(bad)?;
+                    break;
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').ok_or_else(bad)?;
+        if value.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&value) {
+            return Err(bad());
+        }
+    }
+    Ok(())
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.
@@ -334,6 +605,11 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
+    Ok(String::from_utf8_lossy(&succeeded(cmd, out)?.stdout).into_owned())
+}
+
+/// `out`, unless `cmd` failed: then an error with all it printed.
+fn succeeded(cmd: &Command, out: std::process::Output) -> Result<std::process::Output> {
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed ({}):\n{}{}",
@@ -343,7 +619,50 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         )
         .into());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
+}
+
+/// Runs a command with `input` on its stdin and fails with its output unless it succeeds.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e} (scripts/test.sh installs it)"))?;
+    child.stdin.take().ok_or("no stdin")?.write_all(input)?;
+    succeeded(cmd, child.wait_with_output()?)
+}
+
+/// The static build for `target`, which scripts/test.sh builds first.
+pub fn static_binary(target: &str) -> Result<PathBuf> {
+    let path = repo()
+        .join("target")
+        .join(target)
+        .join("release/interfaces_exporter");
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: scripts/test.sh builds it with scripts/build-static.sh {target}",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `pid` and waits for `child` (which is `pid` or runs it)
+/// to exit; returns how it exited and how long that took.
+pub fn stop(
+    signal: &str,
+    pid: u32,
+    child: &mut Child,
+) -> Result<(std::process::ExitStatus, Duration)> {
+    run(Command::new("kill").args([signal, &pid.to_string()]))?;
+    let start = Instant::now();
+    let status = wait_for(&format!("exit after {signal}"), DEADLINE, || {
+        child.try_wait().ok().flatten()
+    })?;
+    Ok((status, start.elapsed()))
 }
 
 pub fn sh(script: &str) -> Result<String> {
@@ -354,6 +673,20 @@ pub fn sh(script: &str) -> Result<String> {
 pub fn sample(body: &str, series: &str) -> Option<String> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+}
+
+/// Fails unless each series has the value given in `body`, `None` meaning no such sample;
+/// every mismatch is named at once.
+#[track_caller]
+pub fn assert_samples(body: &str, expected: &[(&str, Option<&str>)]) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter_map(|&(series, value)| {
+            let got = sample(body, series);
+            (got.as_deref() != value).then(|| format!("{series}: {got:?}, expected {value:?}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}\n{body}", wrong.join("\n"));
 }
 
 /// A network namespace, deleted on drop with everything in it.
@@ -372,6 +705,15 @@ impl Netns {
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns { name };
         ns.ip("link set lo up")?;
+        Ok(ns)
+    }
+
+    /// A namespace with a veth pair `ie-a` <-> `ie-b`, both up.
+    pub fn with_pair() -> Result<Netns> {
+        let ns = Netns::new()?;
+        ns.ip("link add ie-a type veth peer name ie-b")?;
+        ns.ip("link set ie-a up")?;
+        ns.ip("link set ie-b up")?;
         Ok(ns)
     }
 
@@ -404,36 +746,11 @@ impl Netns {
             .args(["-s", "-i", "--max-time", "10"])
             .arg(format!("http://{}{}", exp.addr, path))
             .output()?;
-        parse_curl(&out.stdout)
+        parse_response(&out.stdout, Framing::Length)
     }
 }
 
 pub const BIN_CURL: &str = "curl";
-
-fn parse_curl(out: &[u8]) -> Result<Response> {
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no response from curl")?;
-    let head = std::str::from_utf8(&out[..end])?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .ok_or("no status")?
-        .parse()?;
-    let headers = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or((l, ""));
-            (n.to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: out[end + 4..].to_vec(),
-    })
-}
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -485,6 +802,19 @@ pub fn fd_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// The exporter's connection threads (the server names them `conn`).
+pub fn conn_threads(pid: u32) -> Option<usize> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "conn")
+            })
+            .count(),
+    )
+}
+
 pub fn thread_count(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
 }
@@ -497,10 +827,61 @@ pub fn repo() -> &'static Path {
 pub const SOURCES: [&str; 2] = ["--collector.source=sysfs", "--collector.source=netlink"];
 
 /// Runs a test body once per source, saying which one failed.
-pub fn for_each_source(body: fn(&str) -> Result) -> Result {
+pub fn for_each_source(body: impl Fn(&str) -> Result) -> Result {
     for source in SOURCES {
         eprintln!("running with {source}");
         body(source).map_err(|e| format!("with {source}: {e}"))?;
     }
     Ok(())
+}
+
+/// The direct children of a process.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Every descendant of a process.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Kills a process and everything it started, so that a failed test leaves nothing running
+/// (a container's last process takes its mount namespace, and so its mounts, with it).
+pub struct KillTree(pub u32);
+
+impl Drop for KillTree {
+    fn drop(&mut self) {
+        for pid in descendants(self.0).into_iter().chain([self.0]) {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The interfaces of the host: the symlinks in its `/sys/class/net`, as the kernel makes them
+/// (`bonding_masters` is a regular file), sorted.
+pub fn host_interfaces() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        let entry = entry?;
+        if entry.file_type()?.is_symlink() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
