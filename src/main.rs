@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod cli;
+mod format;
 #[cfg(test)]
 mod fuzz;
 mod glob;

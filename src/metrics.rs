@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::http::Format;
+use crate::format::Format;
 use crate::model::{self, Interface, OperState, Scan, STATISTICS};
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, Format, Method, Request, Response, Status};
+use crate::format::{self, Format};
+use crate::http::{self, Method, Request, Response, Status};
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
 use crate::{log, metrics, page, since, sys};
@@ -529,7 +530,7 @@ impl Server {
                 (Status::MethodNotAllowed, b"405 method not allowed\n")
             }
             Route::Metrics => {
-                let kind = match http::negotiate(req.accept) {
+                let kind = match format::negotiate(req.accept) {
                     Format::Text => Kind::Text,
                     Format::OpenMetrics => Kind::OpenMetrics,
                 };
