@@ -20,6 +20,7 @@ mod source;
 #[allow(unsafe_code)]
 mod sys;
 mod sysfs;
+mod sysfs_files;
 
 use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
