@@ -14,6 +14,8 @@ mod metrics;
 mod model;
 mod netlink;
 mod page;
+#[cfg(test)]
+mod readme;
 mod server;
 mod since;
 mod source;
