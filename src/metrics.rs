@@ -153,7 +153,7 @@ const fn words(heading: &'static str, no: &'static str, yes: &'static str) -> Op
 /// The per-interface families, in the order they are written. `interface_status` comes first
 /// and stays as it is: it is the seed exporter's output, which its users' alerts and
 /// dashboards read, and a scrape's first lines are the seed's, byte for byte.
-pub const FAMILIES: [Family; 13] = [
+pub const FAMILIES: &[Family] = &[
     family("interface_status", Kind::Untyped, "", Value::Number(|i| Some(u64::from(i.oper().seed_value()))), "down = 0, up = 1, any other states (unknown) = 2"),
     family("interface_oper_state", Kind::Gauge, "", Value::States, "Operational state of the interface (operstate, RFC 2863): 1 for the current state, 0 for the others."),
     Family {

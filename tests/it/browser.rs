@@ -244,7 +244,7 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
             (cells.first().cloned().unwrap_or_default(), (class, cells))
         })
         .collect();
-    // Name, master, oper state, admin, carrier, speed, MTU, carrier changes, alias; the row's
+    // Name, master, oper state, admin, carrier, carrier changes, MTU, speed, alias; the row's
     // class is the state, which is what the colour hangs on.
     let expected: &[(&str, [&str; 9])] = &[
         (
@@ -255,13 +255,13 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "up",
                 "up",
                 "yes",
-                "1000",
-                "1500",
                 "2",
+                "1500",
+                "1000",
                 "uplink to core-sw1",
             ],
         ),
-        ("up", ["br0", "", "up", "up", "yes", "", "1500", "1", ""]),
+        ("up", ["br0", "", "up", "up", "yes", "1", "1500", "", ""]),
         (
             "down",
             [
@@ -270,15 +270,15 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "down",
                 "up",
                 "no",
-                "",
-                "1500",
                 "7",
+                "1500",
+                "",
                 "rack 12 port 4",
             ],
         ),
         (
             "down admin-down",
-            ["eth2", "", "down", "down", "", "", "9000", "0", ""],
+            ["eth2", "", "down", "down", "", "0", "9000", "", ""],
         ),
         (
             "lowerlayerdown",
@@ -288,15 +288,15 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "lowerlayerdown",
                 "up",
                 "no",
-                "",
-                "1500",
                 "1",
+                "1500",
+                "",
                 "",
             ],
         ),
         (
             "unknown",
-            ["lo", "", "unknown", "up", "yes", "", "65536", "0", ""],
+            ["lo", "", "unknown", "up", "yes", "0", "65536", "", ""],
         ),
         (
             "unknown",
@@ -306,15 +306,15 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "unknown",
                 "up",
                 "yes",
-                "",
-                "1420",
                 "0",
+                "1420",
+                "",
                 "tunnel to office",
             ],
         ),
         (
             "dormant",
-            ["wlan0", "", "dormant", "up", "yes", "", "1500", "4", ""],
+            ["wlan0", "", "dormant", "up", "yes", "4", "1500", "", ""],
         ),
         // The serializer escapes `<`, `>` and `&` in text, not quotes: this is the name as
         // text, with its `&amp;` kept literally.
@@ -326,9 +326,9 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "up",
                 "up",
                 "yes",
-                "",
-                "1500",
                 "0",
+                "1500",
+                "",
                 "",
             ],
         ),
@@ -340,9 +340,9 @@ fn the_rendered_page_lists_every_interface_and_escapes_hostile_values() -> Resul
                 "up",
                 "up",
                 "yes",
-                "",
-                "1500",
                 "0",
+                "1500",
+                "",
                 "&lt;script&gt;alert(1)&lt;/script&gt;",
             ],
         ),
