@@ -5,6 +5,11 @@
 //! the closing `# EOF`. Every family is written on every scrape, HELP and TYPE included, even
 //! with no samples, so the output's shape does not depend on the host.
 //!
+//! What is written, and in which order, is the family table ([`FAMILIES`], then
+//! [`STATISTIC_FAMILIES`] and [`EXPORTER`]): one entry per family with its name, type, help,
+//! unit, getter and status-page column. The renderers walk it; the page takes its columns from
+//! it, and a unit test holds the README's metrics table to it.
+//!
 //! Invariant: output is always valid exposition text: label values are escaped and valid UTF-8,
 //! integers are printed from integers, and nothing is cached between scrapes.
 
