@@ -1,9 +1,107 @@
 //! interfaces_exporter: wiring only. Parse flags, pick the sysfs root, bind, serve, and exit
 //! cleanly on SIGTERM or SIGINT; SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM are logged and ignored.
+//!
+//! This page is the map of the code, for whoever changes it; the README is for operators.
+//!
+//! # Architecture
+//!
+//! A sans-IO core with IO at the edges. Parsing HTTP, reading sysfs values into plain structs
+//! and rendering exposition text are functions over bytes; only `server` owns TCP sockets, only
+//! `netlink` and the link-event watcher in `since` (through `sys`) netlink sockets, and only
+//! `sysfs` touches the file system, under the root it is given. The layers read top down:
+//! `main` -> `server` -> a source (`source` over `sysfs` and `netlink`, plus `since`) and the
+//! renderers (`metrics`, `page`) -> the plain `model` at the bottom, which imports nothing of
+//! ours but `glob`. No arrow runs back up: a source never knows a renderer, a renderer never
+//! knows a source.
+//!
+//! | file | owns | invariant |
+//! |---|---|---|
+//! | `src/main.rs` | wiring: flags, sysfs root, bind, serve, wait for SIGTERM/SIGINT (other signals logged and ignored) | no logic of its own |
+//! | `src/cli.rs` | lexopt loop into `Config`; `--help` | opens nothing, binds nothing, reads no environment |
+//! | `src/server.rs` | listeners, connection threads, deadlines, the connection limit, the pure `route`, every error response | never panics on input; at most `--web.max-connections` connection threads; an accept error never stops the accept loop |
+//! | `src/scrape.rs` | the shared scan: flights, generations and their bodies, the `--web.max-requests` tickets, fallible allocations | at most four generations alive; never a 200 without a whole scan |
+//! | `src/http.rs` | bounded request-head parser, response writer | never panics on any input; never looks past its limits |
+//! | `src/format.rs` | the two exposition formats and the choice between them from `Accept` | never panics on any input; what it cannot read means the text format |
+//! | `src/source.rs` | the `Source` enum over sysfs and netlink; filtering and sorting; the start-up choice of `auto` | a scan handed out is sorted and holds only wanted interfaces |
+//! | `src/since.rs` | the last-change times: the tracker shared by the scans, the link-event watcher thread and its resync | holds entries only for interfaces that exist; never stamps a change it did not see |
+//! | `src/netlink.rs` | the `RTM_GETLINK` request and the parser of its replies and of link notifications (pure functions over bytes), the netlink reader | never panics on any input; never hands out a dump that did not end in `NLMSG_DONE` |
+//! | `src/sysfs.rs` | `class/net` into `Vec<Interface>`, the value parsers | never reads outside its root; never panics on file content; never blocks on a non-sysfs file |
+//! | `src/sysfs_files.rs` | the attribute files a default sysfs scan reads, in order; the benchmark's floor includes it | std only, so a program outside the crate can include it |
+//! | `src/model.rs` | `Interface`, `OperState`, the `Scan`, the filter `Options`; the statistics counters and link type names both sources share | imports nothing of ours but `glob`; knows no source, no renderer, no IO |
+//! | `src/metrics.rs` | the family table; interfaces into text format 0.0.4 and OpenMetrics 1.0.0 | output is always valid exposition: escaped, UTF-8, integers printed from integers |
+//! | `src/page.rs` | the HTML status page at `/`, its columns from the family table | every sysfs value is HTML-escaped |
+//! | `src/glob.rs` | `--interfaces.include/exclude` patterns | matching is linear, never exponential |
+//! | `src/log.rs` | logfmt lines on stderr through a bounded queue and one logger thread; the rate limit | never blocks a caller on stderr; one write per line, so threads never interleave |
+//! | `src/sys.rs` | the only `unsafe`: signal mask and `sigwait`, sockets from systemd, the dual-stack `:PORT` socket, `openat`, `openat2`, `readlinkat`, `getdents64`, the open-file limit, `geteuid`, the netlink socket, the link-event subscription and the ethtool ioctl; the `READY=1` message | every `unsafe` block has a `// SAFETY:` comment; the rest of the crate has `#![deny(unsafe_code)]` |
+//! | `src/readme.rs`, `src/fuzz.rs` | tests only: the README's tables against `--help` and the family table; the fuzzers' random numbers | |
+//! | `tests/it/` | the one integration-test crate: runs the real binary | tests bind port 0 (or a fixed port inside a namespace of their own) and poll with deadlines |
+//! | `scripts/` | static build, test runner, benchmark and its floor, deployment files (systemd, Kubernetes, Prometheus rules, Grafana) | |
+//!
+//! Limits are named constants with the reason for their number next to them: `MAX_REQUEST_LINE`
+//! (2 KiB), `MAX_HEAD` (8 KiB), `MAX_HEADERS` (100) in `http`; `WRITE_DEADLINE` (10 s),
+//! `LINGER` (500 ms), `CONNECTION_STACK` (128 KiB), `READ_CHUNK` (4 KiB), `SEND_BUFFER`
+//! (64 KiB) in `server`; `MAX_GENERATIONS` (4), `GENERATION_WAIT` (1 s), `ALLOC_HEADROOM`
+//! (1 MiB) in `scrape`; `ATTR_BUF` (one page) in `sysfs`; `DEFAULT_EVENTS_BUFFER` (4 MiB), `EVENT_BUF`
+//! (16 KiB), `MAX_DRAIN` (10 000), `RESYNC_ATTEMPTS` (3) in `since`; `MAX_QUEUED_LINES` (128),
+//! `LINES_PER_SECOND` (100), `FLUSH_DEADLINE` (500 ms) in `log`; the read and idle deadlines
+//! and the connection limit are flags.
+//!
+//! # How a scrape flows
+//!
+//! The accept thread takes a connection and, if fewer than `--web.max-connections` are open,
+//! gives it a thread (else, or when the thread cannot be created, writes 503 and closes). The
+//! thread reads into a per-connection buffer until `http::head_end` finds the blank line,
+//! refusing early via `http::check_partial` (too long, bare LF) and giving up at the head
+//! deadline (408). It parses the head, routes it, and for the metrics path (or `/`) takes one
+//! of `--web.max-requests` places, then joins the scan running or starts one. With the sysfs
+//! source a scan opens the root, lists `class/net` beneath it, opens each interface directory
+//! once with `O_PATH` beneath the root and reads each attribute of [`sysfs_files::Attr`]
+//! beneath that with one `openat2`, one `read` and one `close` (a resource failure on the way
+//! answers 503); with the netlink source it is one `RTM_GETLINK` dump plus an ethtool call per
+//! interface that is up. The finished scan is a generation shared by every request that
+//! joined; each renders (or finds rendered) the body of its format ([`format::negotiate`]
+//! picks it), walking [`metrics::FAMILIES`] in order, and writes the head and the shared body
+//! with one `writev`.
+//!
+//! # How to add a metric
+//!
+//! 1. If it needs a value the model does not have, add a field to [`model::Interface`] and
+//!    fill it in both sources: in `sysfs`, add the file to [`sysfs_files::Attr`] (variant,
+//!    `DEFAULT` and `file`) and store it in `sysfs::store`, whose `match` will not compile
+//!    until you do; in `netlink`, parse its attribute in `netlink::parse_link`. A counter of
+//!    `struct rtnl_link_stats64` is one more row of [`model::STATISTICS`] instead, and nothing
+//!    else in this list.
+//! 2. Add one entry to [`metrics::FAMILIES`] where it should be written (never before
+//!    `interface_status`, the seed's first lines): name, type, unit, the getter from an
+//!    `Interface`, the help text, and, to show it on the status page, a `column`. Both
+//!    formats and the page follow from that entry.
+//! 3. Add its row to the README's metrics table; `readme::the_metrics_tables_are_the_family_table`
+//!    fails until the name, type and unit there match the entry.
+//! 4. Refresh the expectations that must see it: the golden files (`UPDATE_GOLDEN=1 cargo test
+//!    --test it`, then read the diff) and any test that lists families.
+//!
+//! # How to add a flag
+//!
+//! Add the field to `cli::Config` with its default in `Config::default`, parse and check its
+//! value in `cli::parse_args` (a bad value is a `cli::Error` naming the flag and the value,
+//! exit 2), and describe it in `cli::help` with `[default: ...]`. Then add its row to the
+//! README's flags table: `readme::the_flags_table_is_the_help` compares every flag and default.
+//! Pass the value on in `run` below; `cli` itself opens and reads nothing.
+//!
+//! # How to add a source
+//!
+//! A source fills the same [`model::Scan`]: add a reader module (IO at its edge, its parsing
+//! pure functions over bytes, one error enum), a variant to `source::Source` and
+//! `source::Kind`, its readiness check in `source::check`, and a value of
+//! `--collector.source` in `source::Choice` (and so a flag value, as above). It leaves out
+//! what it cannot read (no sample) and fails the scan with `model::ScanError` only when it
+//! could not see every interface. The renderers need no change: they know the model, not
+//! the sources.
 
 #![deny(unsafe_code)]
 
 mod cli;
+mod format;
 #[cfg(test)]
 mod fuzz;
 mod glob;
@@ -13,6 +111,8 @@ mod metrics;
 mod model;
 mod netlink;
 mod page;
+#[cfg(test)]
+mod readme;
 mod scrape;
 mod server;
 mod since;
@@ -20,6 +120,7 @@ mod source;
 #[allow(unsafe_code)]
 mod sys;
 mod sysfs;
+mod sysfs_files;
 
 use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

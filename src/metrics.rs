@@ -5,114 +5,254 @@
 //! the closing `# EOF`. Every family is written on every scrape, HELP and TYPE included, even
 //! with no samples, so the output's shape does not depend on the host.
 //!
+//! What is written, and in which order, is the family table ([`FAMILIES`], then
+//! [`STATISTIC_FAMILIES`] and [`EXPORTER`]): one entry per family with its name, type, help,
+//! unit, getter and status-page column. The renderers walk it; the page takes its columns from
+//! it, and a unit test holds the README's metrics table to it.
+//!
 //! Invariant: output is always valid exposition text: label values are escaped and valid UTF-8,
 //! integers are printed from integers, and nothing is cached between scrapes.
 
 use std::time::Duration;
 
-use crate::http::Format;
-use crate::model::{self, Interface, OperState, Scan, STATISTICS};
+use crate::format::Format;
+use crate::model::{self, Interface, OperState, Scan, STATISTICS, STATISTICS_LEN};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// A family's type. The text format says `untyped`, `gauge` or `counter`; OpenMetrics says
+/// `unknown` for untyped and `info` for an `_info` gauge, whose family name loses the suffix,
+/// as a counter's loses `_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
     Untyped,
     Gauge,
     Counter,
     Info,
 }
 
-struct Family {
-    /// The sample name; counters end in `_total` and info metrics in `_info`.
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
+impl Kind {
+    /// The type as the text format 0.0.4 writes it, and the README's table names it.
+    pub fn text_name(self) -> &'static str {
+        match self {
+            Kind::Untyped => "untyped",
+            Kind::Gauge | Kind::Info => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
 }
 
-const STATUS: Family = Family {
-    name: "interface_status",
-    kind: Kind::Untyped,
-    help: "down = 0, up = 1, any other states (unknown) = 2",
-};
-const OPER_STATE: Family = Family {
-    name: "interface_oper_state",
-    kind: Kind::Gauge,
-    help: "Operational state of the interface (operstate, RFC 2863): 1 for the current state, 0 for the others.",
-};
-const ADMIN_UP: Family = Family {
-    name: "interface_admin_up",
-    kind: Kind::Gauge,
-    help: "Whether the interface is administratively up (IFF_UP in flags).",
-};
-const CARRIER: Family = Family {
-    name: "interface_carrier",
-    kind: Kind::Gauge,
-    help: "Whether the interface has a carrier (carrier); no sample while the interface is not running.",
-};
-const CARRIER_CHANGES: Family = Family {
-    name: "interface_carrier_changes_total",
-    kind: Kind::Counter,
-    help: "Times the carrier changed state (carrier_changes).",
-};
-const CARRIER_UP: Family = Family {
-    name: "interface_carrier_up_changes_total",
-    kind: Kind::Counter,
-    help: "Times the carrier came up (carrier_up_count).",
-};
-const CARRIER_DOWN: Family = Family {
-    name: "interface_carrier_down_changes_total",
-    kind: Kind::Counter,
-    help: "Times the carrier went down (carrier_down_count).",
-};
-const MTU: Family = Family {
-    name: "interface_mtu_bytes",
-    kind: Kind::Gauge,
-    help: "Maximum transmission unit in bytes (mtu).",
-};
-const SPEED: Family = Family {
-    name: "interface_speed_bytes",
-    kind: Kind::Gauge,
-    help: "Link speed in bytes per second (speed); no sample when the driver does not know it.",
-};
-const PROMISCUOUS: Family = Family {
-    name: "interface_promiscuous",
-    kind: Kind::Gauge,
-    help: "Whether the interface receives promiscuously for any reason, as IF-MIB's ifPromiscuousMode (IFF_PROMISC in sysfs flags; IFLA_PROMISCUITY > 0 with netlink, whose flags show only a user's request).",
-};
-const TX_QUEUE_LEN: Family = Family {
-    name: "interface_transmit_queue_length",
-    kind: Kind::Gauge,
-    help: "Transmit queue length in packets (tx_queue_len in sysfs, IFLA_TXQLEN with netlink).",
-};
-const LAST_CHANGE: Family = Family {
-    name: "interface_last_change_timestamp_seconds",
-    kind: Kind::Gauge,
-    help: "Unix time of the last change of oper state, admin state or carrier (IF-MIB ifLastChange); the exporter's start time when none was seen since it started, the time it appeared for an interface that came later.",
-};
-const INFO: Family = Family {
-    name: "interface_info",
-    kind: Kind::Info,
-    help: "Interface attributes as labels; always 1. address, duplex, ifalias, operstate, ifindex and type (the ARPHRD name as iproute2 gives it, else the number) are read alike by both sources; kind is IFLA_INFO_KIND with netlink, and from sysfs only where uevent DEVTYPE names it; master is the bond or bridge the interface is enslaved to.",
-};
-const BUILD_INFO: Family = Family {
-    name: "interfaces_exporter_build_info",
-    kind: Kind::Info,
-    help: "The exporter's version; always 1.",
-};
-const START_TIME: Family = Family {
-    name: "interfaces_exporter_start_time_seconds",
-    kind: Kind::Gauge,
-    help: "Unix time the exporter started: a last change at this time means no change seen since.",
-};
-const SCRAPE_DURATION: Family = Family {
-    name: "interfaces_exporter_scrape_duration_seconds",
-    kind: Kind::Gauge,
-    help: "Time this scrape spent reading sysfs and rendering.",
-};
-const SCRAPE_ERRORS: Family = Family {
-    name: "interfaces_exporter_scrape_errors",
-    kind: Kind::Gauge,
-    help: "Attribute reads in this scrape that failed for a reason other than the kernel having no value.",
-};
+/// How a family's samples are read.
+#[derive(Clone, Copy)]
+pub enum Value {
+    /// One sample per interface, none where the getter has no value.
+    Number(fn(&Interface) -> Option<u64>),
+    /// One sample per interface: milliseconds since the Unix epoch, written as seconds with
+    /// three decimals.
+    Millis(fn(&Interface) -> Option<u64>),
+    /// One sample per interface and oper state: 1 for the interface's state, 0 for the others.
+    States,
+    /// One sample per interface, always 1, with the interface's attributes as labels.
+    Info,
+    /// The counter at this position of [`STATISTICS`], read only with `--collector.statistics`.
+    Statistic(usize),
+    /// One sample about the exporter itself, not about an interface.
+    Exporter(Own),
+}
+
+/// The exporter's own families.
+#[derive(Clone, Copy)]
+pub enum Own {
+    BuildInfo,
+    StartTime,
+    ScrapeDuration,
+    ScrapeErrors,
+}
+
+impl Value {
+    /// The one number an interface has for this family, if it has one number.
+    pub fn of(self, iface: &Interface) -> Option<u64> {
+        match self {
+            Value::Number(get) | Value::Millis(get) => get(iface),
+            Value::Statistic(n) => iface.statistics.and_then(|s| s[n]),
+            Value::States | Value::Info | Value::Exporter(_) => None,
+        }
+    }
+}
+
+/// How the status page shows a family: as a column of its table, in the order of the families.
+#[derive(Clone, Copy)]
+pub struct Column {
+    pub heading: &'static str,
+    /// The words for the values 0 and 1; without them the number is shown, right-aligned.
+    pub words: Option<[&'static str; 2]>,
+    /// What the value is divided by before it is shown: a link speed reads as Mb/s on a page.
+    pub divisor: u64,
+}
+
+/// Where the README documents a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Doc {
+    /// A row of its table of metrics.
+    Metrics,
+    /// A row of its table of statistics counters, which the table of metrics sums up in one.
+    Counters,
+}
+
+/// One metric family: everything the renderers, the status page and the README check need to
+/// know of it. A new family is one entry in [`FAMILIES`] (or [`STATISTICS`], or [`EXPORTER`]).
+#[derive(Clone, Copy)]
+pub struct Family {
+    /// The sample name; counters end in `_total` and info metrics in `_info`.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// The unit of the values as the README's table gives it; empty for states, flags and
+    /// info metrics. Only the README check reads it: the text format has no place for a unit,
+    /// and OpenMetrics' `# UNIT` line would change every scrape's bytes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub unit: &'static str,
+    pub value: Value,
+    /// The status page's column for it, if it has one.
+    pub column: Option<Column>,
+    /// Only the README check reads it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub doc: Doc,
+}
+
+/// A family without a column on the page, documented in the table of metrics.
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    unit: &'static str,
+    value: Value,
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        unit,
+        value,
+        column: None,
+        doc: Doc::Metrics,
+    }
+}
+
+/// A family with a column of numbers on the page.
+const fn numbers(heading: &'static str, divisor: u64) -> Option<Column> {
+    Some(Column {
+        heading,
+        words: None,
+        divisor,
+    })
+}
+
+/// A family with a column of words for its 0 and 1 on the page.
+const fn words(heading: &'static str, no: &'static str, yes: &'static str) -> Option<Column> {
+    Some(Column {
+        heading,
+        words: Some([no, yes]),
+        divisor: 1,
+    })
+}
+
+/// The per-interface families, in the order they are written. `interface_status` comes first
+/// and stays as it is: it is the seed exporter's output, which its users' alerts and
+/// dashboards read, and a scrape's first lines are the seed's, byte for byte.
+pub const FAMILIES: &[Family] = &[
+    family("interface_status", Kind::Untyped, "", Value::Number(|i| Some(u64::from(i.oper().seed_value()))), "down = 0, up = 1, any other states (unknown) = 2"),
+    family("interface_oper_state", Kind::Gauge, "", Value::States, "Operational state of the interface (operstate, RFC 2863): 1 for the current state, 0 for the others."),
+    Family {
+        column: words("Admin", "down", "up"),
+        ..family("interface_admin_up", Kind::Gauge, "", Value::Number(|i| i.admin_up.map(u64::from)), "Whether the interface is administratively up (IFF_UP in flags).")
+    },
+    Family {
+        column: words("Carrier", "no", "yes"),
+        ..family("interface_carrier", Kind::Gauge, "", Value::Number(|i| i.carrier.map(u64::from)), "Whether the interface has a carrier (carrier); no sample while the interface is not running.")
+    },
+    Family {
+        column: numbers("Carrier changes", 1),
+        ..family("interface_carrier_changes_total", Kind::Counter, "changes", Value::Number(|i| i.carrier_changes), "Times the carrier changed state (carrier_changes).")
+    },
+    family("interface_carrier_up_changes_total", Kind::Counter, "changes", Value::Number(|i| i.carrier_up), "Times the carrier came up (carrier_up_count)."),
+    family("interface_carrier_down_changes_total", Kind::Counter, "changes", Value::Number(|i| i.carrier_down), "Times the carrier went down (carrier_down_count)."),
+    Family {
+        column: numbers("MTU", 1),
+        ..family("interface_mtu_bytes", Kind::Gauge, "bytes", Value::Number(|i| i.mtu), "Maximum transmission unit in bytes (mtu).")
+    },
+    Family {
+        column: numbers("Speed (Mb/s)", MBPS),
+        ..family("interface_speed_bytes", Kind::Gauge, "bytes per second", Value::Number(|i| i.speed_mbps?.checked_mul(MBPS)), "Link speed in bytes per second (speed); no sample when the driver does not know it.")
+    },
+    family("interface_promiscuous", Kind::Gauge, "", Value::Number(|i| i.promiscuous.map(u64::from)), "Whether the interface receives promiscuously for any reason, as IF-MIB's ifPromiscuousMode (IFF_PROMISC in sysfs flags; IFLA_PROMISCUITY > 0 with netlink, whose flags show only a user's request)."),
+    family("interface_transmit_queue_length", Kind::Gauge, "packets", Value::Number(|i| i.tx_queue_len), "Transmit queue length in packets (tx_queue_len in sysfs, IFLA_TXQLEN with netlink)."),
+    LAST_CHANGE,
+    family("interface_info", Kind::Info, "", Value::Info, "Interface attributes as labels; always 1. address, duplex, ifalias, operstate, ifindex and type (the ARPHRD name as iproute2 gives it, else the number) are read alike by both sources; kind is IFLA_INFO_KIND with netlink, and from sysfs only where uevent DEVTYPE names it; master is the bond or bridge the interface is enslaved to."),
+];
+
+/// Bytes per second in one Mb/s, the unit sysfs and ethtool give link speeds in.
+const MBPS: u64 = 125_000;
+
+/// Named because the status page's "since" column reads it too.
+pub const LAST_CHANGE: Family = family("interface_last_change_timestamp_seconds", Kind::Gauge, "seconds", Value::Millis(|i| i.last_change_ms), "Unix time of the last change of oper state, admin state or carrier (IF-MIB ifLastChange); the exporter's start time when none was seen since it started, the time it appeared for an interface that came later.");
+
+/// The counters of `--collector.statistics`, after [`FAMILIES`]: one family for each entry of
+/// the model's [`STATISTICS`], which the sources read by the same table.
+pub const STATISTIC_FAMILIES: [Family; STATISTICS_LEN] = statistic_families();
+
+const fn statistic_families() -> [Family; STATISTICS_LEN] {
+    let mut out = [family("", Kind::Counter, "", Value::Statistic(0), ""); STATISTICS_LEN];
+    let mut n = 0;
+    while n < STATISTICS_LEN {
+        let stat = &STATISTICS[n];
+        let unit = if ends_with(stat.metric, "_bytes_total") {
+            "bytes"
+        } else {
+            "packets"
+        };
+        out[n] = Family {
+            doc: Doc::Counters,
+            ..family(
+                stat.metric,
+                Kind::Counter,
+                unit,
+                Value::Statistic(n),
+                stat.help,
+            )
+        };
+        n += 1;
+    }
+    out
+}
+
+/// `str::ends_with`, which is not `const`.
+const fn ends_with(s: &str, suffix: &str) -> bool {
+    let (s, suffix) = (s.as_bytes(), suffix.as_bytes());
+    if s.len() < suffix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < suffix.len() {
+        if s[s.len() - suffix.len() + i] != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The exporter's own families, written after the interfaces'.
+pub const EXPORTER: [Family; 4] = [
+    family("interfaces_exporter_build_info", Kind::Info, "", Value::Exporter(Own::BuildInfo), "The exporter's version; always 1."),
+    family("interfaces_exporter_start_time_seconds", Kind::Gauge, "seconds", Value::Exporter(Own::StartTime), "Unix time the exporter started: a last change at this time means no change seen since."),
+    family("interfaces_exporter_scrape_duration_seconds", Kind::Gauge, "seconds", Value::Exporter(Own::ScrapeDuration), "Time this scrape spent reading sysfs and rendering."),
+    family("interfaces_exporter_scrape_errors", Kind::Gauge, "reads", Value::Exporter(Own::ScrapeErrors), "Attribute reads in this scrape that failed for a reason other than the kernel having no value."),
+];
+
+/// Every family a scrape can hold, in the order it writes them.
+#[cfg(test)]
+pub fn all_families() -> impl Iterator<Item = &'static Family> {
+    FAMILIES.iter().chain(&STATISTIC_FAMILIES).chain(&EXPORTER)
+}
 
 /// Where rendered bytes go: a buffer, a counter that only measures them, or a socket.
 pub trait Out {
@@ -151,93 +291,59 @@ pub fn content_type(format: Format) -> &'static str {
     }
 }
 
-/// Renders the per-interface families of one scan.
+/// Renders the per-interface families of one scan, the statistics only when asked for.
 pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mut impl Out) {
-    let ifaces = &scan.interfaces;
-    header(out, &STATUS, format);
-    for i in ifaces {
-        sample(out, STATUS.name, i, &[], u64::from(i.oper().seed_value()));
-    }
-    header(out, &OPER_STATE, format);
-    for i in ifaces {
-        let oper = i.oper();
-        for state in OperState::ALL {
-            sample(
-                out,
-                OPER_STATE.name,
-                i,
-                &[("state", state.name().as_bytes())],
-                u64::from(oper == state),
-            );
-        }
-    }
-    header(out, &ADMIN_UP, format);
-    for i in ifaces {
-        optional(out, ADMIN_UP.name, i, i.admin_up.map(u64::from));
-    }
-    header(out, &CARRIER, format);
-    for i in ifaces {
-        optional(out, CARRIER.name, i, i.carrier.map(u64::from));
-    }
-    for (family, get) in [
-        (
-            &CARRIER_CHANGES,
-            (|i| i.carrier_changes) as fn(&Interface) -> Option<u64>,
-        ),
-        (&CARRIER_UP, |i| i.carrier_up),
-        (&CARRIER_DOWN, |i| i.carrier_down),
-        (&MTU, |i| i.mtu),
-        (&SPEED, |i| {
-            i.speed_mbps.and_then(|m| m.checked_mul(125_000))
-        }),
-        (&PROMISCUOUS, |i| i.promiscuous.map(u64::from)),
-        (&TX_QUEUE_LEN, |i| i.tx_queue_len),
-    ] {
+    let counters: &[Family] = if statistics { &STATISTIC_FAMILIES } else { &[] };
+    for family in FAMILIES.iter().chain(counters) {
         header(out, family, format);
-        for i in ifaces {
-            optional(out, family.name, i, get(i));
+        for i in &scan.interfaces {
+            samples(out, family, i);
         }
     }
-    header(out, &LAST_CHANGE, format);
-    for i in ifaces {
-        if let Some(ms) = i.last_change_ms {
-            sample_head(out, LAST_CHANGE.name, i, &[]);
-            push_millis(out, ms);
-            out.byte(b'\n');
-        }
-    }
-    header(out, &INFO, format);
-    for i in ifaces {
-        let (mut index, mut number) = ([0; 20], [0; 20]);
-        let link_type = match i.link_type {
-            Some(n) => model::link_type_name(n)
-                .map_or_else(|| decimal(u64::from(n), &mut number), str::as_bytes),
-            None => &[],
-        };
-        let labels: [(&str, &[u8]); 8] = [
-            ("address", &i.address),
-            ("duplex", &i.duplex),
-            ("ifalias", &i.ifalias),
-            ("operstate", &i.operstate),
-            ("ifindex", i.ifindex.map_or(&[], |n| decimal(n, &mut index))),
-            ("type", link_type),
-            ("kind", &i.kind),
-            ("master", &i.master),
-        ];
-        sample(out, INFO.name, i, &labels, 1);
-    }
-    if statistics {
-        for (n, stat) in STATISTICS.iter().enumerate() {
-            let family = Family {
-                name: stat.metric,
-                kind: Kind::Counter,
-                help: stat.help,
-            };
-            header(out, &family, format);
-            for i in ifaces {
-                optional(out, family.name, i, i.statistics.and_then(|s| s[n]));
+}
+
+/// Writes the samples one interface has in `family`.
+fn samples(out: &mut impl Out, family: &Family, i: &Interface) {
+    match family.value {
+        Value::Number(_) | Value::Statistic(_) => {
+            if let Some(v) = family.value.of(i) {
+                sample(out, family.name, i, &[], v);
             }
         }
+        Value::Millis(get) => {
+            if let Some(ms) = get(i) {
+                sample_head(out, family.name, i, &[]);
+                push_millis(out, ms);
+                out.byte(b'\n');
+            }
+        }
+        Value::States => {
+            let oper = i.oper();
+            for state in OperState::ALL {
+                let label = [("state", state.name().as_bytes())];
+                sample(out, family.name, i, &label, u64::from(oper == state));
+            }
+        }
+        Value::Info => {
+            let (mut index, mut number) = ([0; 20], [0; 20]);
+            let link_type = match i.link_type {
+                Some(n) => model::link_type_name(n)
+                    .map_or_else(|| decimal(u64::from(n), &mut number), str::as_bytes),
+                None => &[],
+            };
+            let labels: [(&str, &[u8]); 8] = [
+                ("address", &i.address),
+                ("duplex", &i.duplex),
+                ("ifalias", &i.ifalias),
+                ("operstate", &i.operstate),
+                ("ifindex", i.ifindex.map_or(&[], |n| decimal(n, &mut index))),
+                ("type", link_type),
+                ("kind", &i.kind),
+                ("master", &i.master),
+            ];
+            sample(out, family.name, i, &labels, 1);
+        }
+        Value::Exporter(_) => {}
     }
 }
 
@@ -249,24 +355,31 @@ pub fn render_self(
     format: Format,
     out: &mut impl Out,
 ) {
-    header(out, &BUILD_INFO, format);
-    out.put(BUILD_INFO.name.as_bytes());
-    out.put(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n").as_bytes());
-    header(out, &START_TIME, format);
-    out.put(START_TIME.name.as_bytes());
-    out.byte(b' ');
-    push_millis(out, start_ms);
-    out.byte(b'\n');
-    header(out, &SCRAPE_DURATION, format);
-    out.put(SCRAPE_DURATION.name.as_bytes());
-    out.byte(b' ');
-    push_seconds(out, elapsed);
-    out.byte(b'\n');
-    header(out, &SCRAPE_ERRORS, format);
-    out.put(SCRAPE_ERRORS.name.as_bytes());
-    out.byte(b' ');
-    push_u64(out, errors);
-    out.byte(b'\n');
+    for family in &EXPORTER {
+        header(out, family, format);
+        out.put(family.name.as_bytes());
+        let Value::Exporter(own) = family.value else {
+            continue;
+        };
+        match own {
+            Own::BuildInfo => {
+                out.put(concat!("{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1").as_bytes());
+            }
+            Own::StartTime => {
+                out.byte(b' ');
+                push_millis(out, start_ms);
+            }
+            Own::ScrapeDuration => {
+                out.byte(b' ');
+                push_seconds(out, elapsed);
+            }
+            Own::ScrapeErrors => {
+                out.byte(b' ');
+                push_u64(out, errors);
+            }
+        }
+        out.byte(b'\n');
+    }
     if format == Format::OpenMetrics {
         out.put(b"# EOF\n");
     }
@@ -302,14 +415,7 @@ fn push_seconds(out: &mut impl Out, d: Duration) {
 
 fn header(out: &mut impl Out, family: &Family, format: Format) {
     let (name, kind) = match format {
-        Format::Text => (
-            family.name,
-            match family.kind {
-                Kind::Untyped => "untyped",
-                Kind::Gauge | Kind::Info => "gauge",
-                Kind::Counter => "counter",
-            },
-        ),
+        Format::Text => (family.name, family.kind.text_name()),
         Format::OpenMetrics => match family.kind {
             Kind::Untyped => (family.name, "unknown"),
             Kind::Gauge => (family.name, "gauge"),
@@ -331,12 +437,6 @@ fn header(out: &mut impl Out, family: &Family, format: Format) {
         out.byte(b' ');
         out.put(text.as_bytes());
         out.byte(b'\n');
-    }
-}
-
-fn optional(out: &mut impl Out, name: &str, iface: &Interface, value: Option<u64>) {
-    if let Some(v) = value {
-        sample(out, name, iface, &[], v);
     }
 }
 
@@ -454,11 +554,18 @@ fn decimal(mut v: u64, digits: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Compares what `write` makes of `input` with `expected`: one helper for the two ways
+    /// bytes become label text.
+    #[track_caller]
+    fn check(write: fn(&mut Vec<u8>, &[u8]), input: &[u8], expected: &str) {
+        let mut out = Vec::new();
+        write(&mut out, input);
+        assert_eq!(String::from_utf8(out).as_deref(), Ok(expected));
+    }
+
     #[track_caller]
     fn check_escape(input: &[u8], expected: &str) {
-        let mut out = Vec::new();
-        push_escaped(&mut out, input);
-        assert_eq!(String::from_utf8(out).as_deref(), Ok(expected));
+        check(push_escaped, input, expected);
     }
 
     #[test]
@@ -472,15 +579,16 @@ mod tests {
         check_escape(b"tab\there", "tab\there");
     }
 
-    #[track_caller]
-    fn check_name(input: &[u8], expected: &str) {
-        let mut out = Vec::new();
-        name_text(input, |piece| out.extend_from_slice(piece));
-        assert_eq!(String::from_utf8(out).as_deref(), Ok(expected));
-    }
-
     #[test]
     fn names() {
+        // `name_text` alone, before any escaping.
+        let check_name = |input: &[u8], expected: &str| {
+            check(
+                |out, v| name_text(v, |piece| out.extend_from_slice(piece)),
+                input,
+                expected,
+            )
+        };
         check_name(b"eth0", "eth0");
         check_name(b"", "");
         // The three names of issue 10, which all rendered as two U+FFFD.

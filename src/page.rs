@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::metrics::{name_text, push_u64};
+use crate::metrics::{name_text, push_u64, Column, Family, FAMILIES, LAST_CHANGE};
 use crate::model::{OperState, Scan};
 
 /// Seconds between refreshes: often enough to watch a link come back, rarely enough that an
@@ -90,6 +90,12 @@ pub fn wants_refresh(query: &[u8]) -> Result<bool, QueryError> {
     Ok(refresh)
 }
 
+/// The families the table shows a column for, in their order, after the page's own columns
+/// (interface, master, oper state, since) and before the alias.
+fn columns() -> impl Iterator<Item = (&'static Family, Column)> {
+    FAMILIES.iter().filter_map(|f| Some((f, f.column?)))
+}
+
 pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
@@ -133,7 +139,17 @@ pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
         push_u64(out, u64::from(REFRESH_SECONDS));
         out.extend_from_slice(b" s</a>).</p>\n");
     }
-    out.extend_from_slice(b"<table>\n<thead><tr><th>Interface</th><th>Master</th><th>Oper state</th><th>Since</th><th>Admin</th><th>Carrier</th><th class=\"n\">Speed (Mb/s)</th><th class=\"n\">MTU</th><th class=\"n\">Carrier changes</th><th>Alias</th></tr></thead>\n<tbody>\n");
+    out.extend_from_slice(
+        b"<table>\n<thead><tr><th>Interface</th><th>Master</th><th>Oper state</th><th>Since",
+    );
+    for (_, column) in columns() {
+        out.extend_from_slice(match column.words {
+            Some(_) => b"</th><th>",
+            None => b"</th><th class=\"n\">",
+        });
+        push_html(out, column.heading.as_bytes());
+    }
+    out.extend_from_slice(b"</th><th>Alias</th></tr></thead>\n<tbody>\n");
     for i in &scan.interfaces {
         let oper = i.oper();
         out.extend_from_slice(b"<tr class=\"");
@@ -151,7 +167,7 @@ pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
         } else {
             out.extend_from_slice(oper.name().as_bytes());
         }
-        match i.last_change_ms {
+        match LAST_CHANGE.value.of(i) {
             Some(ms) => {
                 out.extend_from_slice(b"</td><td class=\"since\" title=\"");
                 if ms == cx.start_ms {
@@ -174,22 +190,20 @@ pub fn render(scan: &Scan, cx: &Context<'_>, out: &mut Vec<u8>) {
             }
             None => out.extend_from_slice(b"</td><td class=\"since\">"),
         }
-        out.extend_from_slice(b"</td><td>");
-        out.extend_from_slice(match i.admin_up {
-            Some(true) => b"up",
-            Some(false) => b"down",
-            None => b"",
-        });
-        out.extend_from_slice(b"</td><td>");
-        out.extend_from_slice(match i.carrier {
-            Some(true) => b"yes",
-            Some(false) => b"no",
-            None => b"",
-        });
-        for value in [i.speed_mbps, i.mtu, i.carrier_changes] {
-            out.extend_from_slice(b"</td><td class=\"n\">");
-            if let Some(v) = value {
-                push_u64(out, v);
+        for (family, column) in columns() {
+            let value = family.value.of(i);
+            match column.words {
+                Some(words) => {
+                    out.extend_from_slice(b"</td><td>");
+                    let word = value.and_then(|v| words.get(usize::try_from(v).ok()?));
+                    out.extend_from_slice(word.unwrap_or(&"").as_bytes());
+                }
+                None => {
+                    out.extend_from_slice(b"</td><td class=\"n\">");
+                    if let Some(v) = value {
+                        push_u64(out, v / column.divisor);
+                    }
+                }
             }
         }
         out.extend_from_slice(b"</td><td>");

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::http::Format;
+use crate::format::Format;
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
 use crate::{log, metrics, page, since, sys};

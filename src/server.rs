@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::http::{self, Format, Head, Method, Request, Status};
+use crate::format::{self, Format};
+use crate::http::{self, Head, Method, Request, Status};
 use crate::scrape::{self, Kind, Scrapes};
 use crate::{log, model, page, since, source, sys};
 
@@ -114,7 +115,7 @@ fn route(req: &Request<'_>, telemetry_path: &[u8]) -> Route {
         return Route::MethodNotAllowed;
     }
     if metrics {
-        return Route::Scan(match http::negotiate(req.accept) {
+        return Route::Scan(match format::negotiate(req.accept) {
             Format::Text => Kind::Text,
             Format::OpenMetrics => Kind::OpenMetrics,
         });

@@ -34,6 +34,7 @@ use crate::sys::{
     self, Open, Resolve, EAGAIN, EINVAL, ELOOP, EMFILE, ENFILE, ENOBUFS, ENODEV, ENOENT, ENOMEM,
     ENOSYS, ENOTDIR, EOPNOTSUPP, EPERM, EXDEV,
 };
+use crate::sysfs_files::Attr;
 
 /// The most bytes an attribute may hold. sysfs `show` callbacks write into one page, so a real
 /// attribute is never longer; a fixture file that is gets refused rather than truncated. The
@@ -265,52 +266,21 @@ impl Reader {
             errors,
             fatal: None,
         };
-        let Some(operstate) = r.attr(c"operstate") else {
-            return r.fatal.map_or(Ok(false), Err);
-        };
-        set_text(&mut iface.operstate, operstate);
-        if OperState::parse(&iface.operstate) == OperState::Other {
-            *r.errors += 1;
-        }
-        iface.ifindex = r.number(c"ifindex", parse_u64);
-        let flags = r.number(c"flags", parse_hex);
-        iface.admin_up = flags.map(|f| f & IFF_UP != 0);
-        iface.promiscuous = flags.map(|f| f & IFF_PROMISC != 0);
-        iface.carrier = match r.number(c"carrier", parse_u64) {
-            Some(0) => Some(false),
-            Some(1) => Some(true),
-            Some(_) => {
-                *r.errors += 1;
-                None
+        for attr in Attr::DEFAULT {
+            let n = r.fetch(attr.file(), Fetch::Read);
+            if attr == Attr::Operstate && n.is_none() {
+                return r.fatal.map_or(Ok(false), Err);
             }
-            None => None,
-        };
-        iface.carrier_changes = r.number(c"carrier_changes", parse_u64);
-        iface.carrier_up = r.number(c"carrier_up_count", parse_u64);
-        iface.carrier_down = r.number(c"carrier_down_count", parse_u64);
-        iface.mtu = r.number(c"mtu", parse_u64);
-        iface.speed_mbps = r.number(c"speed", parse_speed).flatten();
-        for (field, attr) in [
-            (&mut iface.address, c"address"),
-            (&mut iface.duplex, c"duplex"),
-            (&mut iface.ifalias, c"ifalias"),
-        ] {
-            match r.attr(attr) {
-                Some(value) => set_text(field, value),
-                None => field.clear(),
+            let value = n.map(|n| trim_newline(&r.buf[..n]));
+            if !store(iface, attr, value) {
+                r.unparsed(attr.file(), n.unwrap_or(0));
             }
-        }
-        iface.link_type = r.number(c"type", parse_u16);
-        iface.tx_queue_len = r.number(c"tx_queue_len", parse_u64);
-        iface.kind.clear();
-        if let Some(kind) = r.attr(c"uevent").and_then(devtype_kind) {
-            iface.kind.extend_from_slice(kind.as_bytes());
         }
         // The link is read, never followed: its target is a path in devices/ that may lead
         // anywhere in a planted tree, and only its last component, an interface name, is used.
         iface.master.clear();
-        if let Some(target) = r.link(c"master") {
-            match master_name(target) {
+        if let Some(n) = r.fetch(c"master", Fetch::Link) {
+            match master_name(&r.buf[..n]) {
                 Some(name) => iface.master.extend_from_slice(name),
                 None => *r.errors += 1,
             }
@@ -320,7 +290,11 @@ impl Reader {
             let wanted = &STATISTICS[..self.statistics];
             for (slot, stat) in stats.iter_mut().zip(wanted) {
                 if let Some(file) = stat.file {
-                    *slot = r.number(file, parse_u64);
+                    let n = r.fetch(file, Fetch::Read);
+                    *slot = n.and_then(|n| parse_u64(trim_newline(&r.buf[..n])));
+                    if n.is_some() && slot.is_none() {
+                        r.unparsed(file, n.unwrap_or(0));
+                    }
                 }
             }
             Some(stats)
@@ -527,42 +501,43 @@ struct AttrReader<'a> {
     fatal: Option<ScanError>,
 }
 
-impl AttrReader<'_> {
+/// How [`AttrReader::fetch`] gets a value.
+#[derive(Clone, Copy)]
+enum Fetch {
     /// One `openat2`, one `read`, one `close`: a sysfs attribute hands over its whole value in
-    /// the first read. `None` when there is no value.
-    fn attr(&mut self, attr: &CStr) -> Option<&[u8]> {
+    /// the first read.
+    Read,
+    /// The target of a symlink, read with `readlinkat` relative to the directory and never
+    /// followed; ENOENT, or EINVAL for a file that is no link, means there is none.
+    Link,
+}
+
+impl AttrReader<'_> {
+    /// Reads `attr` into the buffer and returns its length; `None` when there is no value, or
+    /// after a resource failure, when nothing more is read.
+    fn fetch(&mut self, attr: &CStr, how: Fetch) -> Option<usize> {
         if self.fatal.is_some() {
             return None;
         }
-        let read = open_beneath(self.dir, attr, Open::Attr, Resolve::BeneathNoSymlinks)
-            .and_then(|mut file| file.read(&mut self.buf[..]));
-        self.filled(attr, read, "attribute longer than a page")
-    }
-
-    /// The target of the symlink `attr`, read with `readlinkat` relative to the directory and
-    /// never followed. `None` when there is none (ENOENT; EINVAL for a file that is no link).
-    fn link(&mut self, attr: &CStr) -> Option<&[u8]> {
-        if self.fatal.is_some() {
-            return None;
+        let result = match how {
+            Fetch::Read => open_beneath(self.dir, attr, Open::Attr, Resolve::BeneathNoSymlinks)
+                .and_then(|mut file| file.read(&mut self.buf[..])),
+            Fetch::Link => sys::read_link_at(self.dir, attr, &mut self.buf[..]),
         }
-        let read = sys::read_link_at(self.dir, attr, &mut self.buf[..]);
-        self.filled(attr, read, "link target longer than a page")
-    }
-
-    /// The bytes a read of `attr` put in the buffer, or `None` once the failure is counted. A
-    /// value that fills the whole page may have been cut short, so it is `too_long`.
-    fn filled(
-        &mut self,
-        attr: &CStr,
-        read: io::Result<usize>,
-        too_long: &'static str,
-    ) -> Option<&[u8]> {
-        let read = read.and_then(|n| match n {
-            ATTR_BUF => Err(io::Error::new(io::ErrorKind::InvalidData, too_long)),
-            n => Ok(n),
+        .and_then(|n| {
+            if n == ATTR_BUF {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    match how {
+                        Fetch::Read => "attribute longer than a page",
+                        Fetch::Link => "link target longer than a page",
+                    },
+                ));
+            }
+            Ok(n)
         });
-        match read {
-            Ok(n) => Some(&self.buf[..n]),
+        match result {
+            Ok(n) => Some(n),
             Err(err) => {
                 if let Err(e) = self.place.fail(Some(attr), err, self.errors) {
                     self.fatal = Some(e);
@@ -572,25 +547,79 @@ impl AttrReader<'_> {
         }
     }
 
-    fn number<T>(&mut self, attr: &CStr, parse: fn(&[u8]) -> Option<T>) -> Option<T> {
-        let value = self.attr(attr)?;
-        let parsed = parse(trim_newline(value));
-        if parsed.is_none() {
-            // Copied before the count, which needs `self` back; only when it will be logged.
-            let shown = crate::log::enabled(crate::log::Level::Debug)
-                .then(|| String::from_utf8_lossy(value).into_owned());
-            *self.errors += 1;
-            if let Some(value) = shown {
-                crate::log::debug(
-                    "attribute does not parse",
-                    &[
-                        ("path", &self.place.path(Some(attr)).display()),
-                        ("value", &value),
-                    ],
-                );
-            }
+    /// Counts the value of `attr`, the first `n` bytes of the buffer, as one that does not
+    /// parse, and shows it at debug level.
+    fn unparsed(&mut self, attr: &CStr, n: usize) {
+        *self.errors += 1;
+        if crate::log::enabled(crate::log::Level::Debug) {
+            crate::log::debug(
+                "attribute does not parse",
+                &[
+                    ("path", &self.place.path(Some(attr)).display()),
+                    ("value", &String::from_utf8_lossy(&self.buf[..n])),
+                ],
+            );
         }
-        parsed
+    }
+}
+
+/// Stores the value of `attr` (`None`: it has none) in `iface`; false when the value does not
+/// parse, which leaves the field without a value. Exhaustive over [`Attr`], so a file added to
+/// the list cannot go unread.
+fn store(iface: &mut Interface, attr: Attr, value: Option<&[u8]>) -> bool {
+    fn number<T>(
+        slot: &mut Option<T>,
+        value: Option<&[u8]>,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> bool {
+        *slot = value.and_then(parse);
+        value.is_none() || slot.is_some()
+    }
+    fn text(field: &mut Vec<u8>, value: Option<&[u8]>) -> bool {
+        field.clear();
+        field.extend_from_slice(value.unwrap_or_default());
+        true
+    }
+    match attr {
+        Attr::Operstate => {
+            text(&mut iface.operstate, value);
+            OperState::parse(&iface.operstate) != OperState::Other
+        }
+        Attr::Ifindex => number(&mut iface.ifindex, value, parse_u64),
+        Attr::Flags => {
+            let mut flags = None;
+            let ok = number(&mut flags, value, parse_hex);
+            iface.admin_up = flags.map(|f| f & IFF_UP != 0);
+            iface.promiscuous = flags.map(|f| f & IFF_PROMISC != 0);
+            ok
+        }
+        Attr::Carrier => number(&mut iface.carrier, value, |v| match parse_u64(v)? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }),
+        Attr::CarrierChanges => number(&mut iface.carrier_changes, value, parse_u64),
+        Attr::CarrierUpCount => number(&mut iface.carrier_up, value, parse_u64),
+        Attr::CarrierDownCount => number(&mut iface.carrier_down, value, parse_u64),
+        Attr::Mtu => number(&mut iface.mtu, value, parse_u64),
+        Attr::Speed => {
+            let mut speed = None;
+            let ok = number(&mut speed, value, parse_speed);
+            iface.speed_mbps = speed.flatten();
+            ok
+        }
+        Attr::Address => text(&mut iface.address, value),
+        Attr::Duplex => text(&mut iface.duplex, value),
+        Attr::Ifalias => text(&mut iface.ifalias, value),
+        Attr::Type => number(&mut iface.link_type, value, parse_u16),
+        Attr::TxQueueLen => number(&mut iface.tx_queue_len, value, parse_u64),
+        Attr::Uevent => {
+            iface.kind.clear();
+            if let Some(kind) = value.and_then(devtype_kind) {
+                iface.kind.extend_from_slice(kind.as_bytes());
+            }
+            true
+        }
     }
 }
 
@@ -608,11 +637,6 @@ fn is_resource(err: &io::Error) -> bool {
 
 fn trim_newline(s: &[u8]) -> &[u8] {
     s.strip_suffix(b"\n").unwrap_or(s)
-}
-
-fn set_text(field: &mut Vec<u8>, value: &[u8]) {
-    field.clear();
-    field.extend_from_slice(trim_newline(value));
 }
 
 /// A decimal `u64`, nothing else: no sign, no spaces, no overflow. Overflow is caught by the

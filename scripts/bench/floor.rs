@@ -32,11 +32,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The files a default scrape reads for each interface, in the order `Reader::read_interface`
-/// in src/sysfs.rs reads them. Keep the two in step; `--attrs` overrides this list. The scrape
-/// also reads the `master` symlink with `readlinkat`, which opens nothing and is left out here.
-const DEFAULT_ATTRS: &str = "operstate,ifindex,flags,carrier,carrier_changes,carrier_up_count,\
-carrier_down_count,mtu,speed,address,duplex,ifalias,type,tx_queue_len,uevent";
+/// The files a default scrape reads for each interface, in the order it reads them: the sysfs
+/// source's own list, included rather than copied, so that the floor cannot drift from the
+/// scrape it is the floor of. `--attrs` overrides it. The scrape also reads the `master`
+/// symlink with `readlinkat`, which opens nothing and is left out here, as the list does.
+#[path = "../../src/sysfs_files.rs"]
+mod sysfs_files;
 
 /// The exporter's attribute buffer: one page, which is all a sysfs `show` callback may write.
 const ATTR_BUF: usize = 4096;
@@ -299,13 +300,17 @@ struct Floor {
 impl Floor {
     fn from_args(args: &Args) -> Result<Floor, Fail> {
         let root = PathBuf::from(args.get("root").unwrap_or("/sys"));
-        let attrs: Vec<CString> = args
-            .get("attrs")
-            .unwrap_or(DEFAULT_ATTRS)
-            .split(',')
-            .filter(|a| !a.is_empty())
-            .map(|a| CString::new(a).map_err(|_| Fail::Usage(format!("bad attribute {a:?}"))))
-            .collect::<Result<_, _>>()?;
+        let attrs: Vec<CString> = match args.get("attrs") {
+            Some(list) => list
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(|a| CString::new(a).map_err(|_| Fail::Usage(format!("bad attribute {a:?}"))))
+                .collect::<Result<_, _>>()?,
+            None => sysfs_files::Attr::DEFAULT
+                .iter()
+                .map(|a| a.file().to_owned())
+                .collect(),
+        };
         let mode_name = args.get("mode").unwrap_or("open");
         let mode = match mode_name {
             "open" => Mode::Open,
