@@ -254,6 +254,9 @@ pub fn all_families() -> impl Iterator<Item = &'static Family> {
     FAMILIES.iter().chain(&STATISTIC_FAMILIES).chain(&EXPORTER)
 }
 
+/// Pieces up to this long are copied byte by byte rather than by `memcpy` (see `put`).
+const SHORT_PIECE: usize = 64;
+
 /// Where rendered bytes go: a buffer, a counter that only measures them, or a socket.
 pub trait Out {
     fn put(&mut self, bytes: &[u8]);
@@ -265,7 +268,16 @@ pub trait Out {
 
 impl Out for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
+        // A sample is a handful of short pieces. musl's `memcpy`, which `extend_from_slice`
+        // calls, moves a short piece byte by byte with string instructions: measured, that was
+        // two fifths of a 1000-interface scrape's CPU. Short pieces are pushed here instead.
+        if bytes.len() <= SHORT_PIECE {
+            for &b in bytes {
+                self.push(b);
+            }
+        } else {
+            self.extend_from_slice(bytes);
+        }
     }
 
     fn byte(&mut self, b: u8) {
