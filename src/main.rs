@@ -110,6 +110,7 @@ mod log;
 mod metrics;
 mod model;
 mod netlink;
+mod netlink_abi;
 mod page;
 #[cfg(test)]
 mod readme;

@@ -19,45 +19,8 @@ use std::fmt;
 use std::io;
 
 use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS, STATISTICS_LEN};
+use crate::netlink_abi::*;
 use crate::sys;
-
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const AF_UNSPEC: u8 = 0;
-/// `struct ifinfomsg`: family, pad, type (u16), index (i32), flags (u32), change (u32).
-const IFINFOMSG_LEN: usize = 16;
-const RTA_HDRLEN: usize = 4;
-/// `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER` ride in the top bits of an attribute's type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const IFF_UP: u32 = 0x1;
-const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_MASTER: u16 = 10;
-const IFLA_TXQLEN: u16 = 13;
-const IFLA_OPERSTATE: u16 = 16;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_IFALIAS: u16 = 20;
-const IFLA_STATS64: u16 = 23;
-const IFLA_EXT_MASK: u16 = 29;
-const IFLA_PROMISCUITY: u16 = 30;
-const IFLA_CARRIER: u16 = 33;
-const IFLA_CARRIER_CHANGES: u16 = 35;
-const IFLA_CARRIER_UP_COUNT: u16 = 47;
-const IFLA_CARRIER_DOWN_COUNT: u16 = 48;
-/// Nested in `IFLA_LINKINFO`: the kind of link (`veth`, `bridge`), NUL-terminated.
-const IFLA_INFO_KIND: u16 = 1;
 
 /// The dump request: a header, an `ifinfomsg` and one `IFLA_EXT_MASK` attribute.
 pub const REQUEST_LEN: usize = NLMSG_HDRLEN + IFINFOMSG_LEN + RTA_HDRLEN + 4;

@@ -18,6 +18,11 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::raw::{c_char, c_int, c_long, c_ulong, c_void};
 
+use crate::netlink_abi::{
+    AF_NETLINK, AF_UNIX, ETHTOOL_GLINKSETTINGS, IFNAMSIZ, MSG_TRUNC, NETLINK_ROUTE, SIOCETHTOOL,
+    SOCK_DGRAM, SOCK_RAW,
+};
+
 // Errno values, one definition each for the whole crate: the same on x86_64 and aarch64
 // (asm-generic's numbering, which both use).
 pub const EPERM: i32 = 1;
@@ -587,19 +592,9 @@ pub fn set_send_buffer(stream: &TcpStream, bytes: c_int) -> std::io::Result<()> 
 // Netlink and ethtool: the netlink source's system calls. The message bytes are built and
 // parsed in `netlink.rs`; only the sockets and the ioctl buffers are here.
 
-const AF_UNIX: c_int = 1;
-const AF_NETLINK: c_int = 16;
-const SOCK_DGRAM: c_int = 2;
-const SOCK_RAW: c_int = 3;
-const NETLINK_ROUTE: c_int = 0;
 /// The same on x86_64 and aarch64 (both use the generic socket option numbers here).
 const SO_RCVTIMEO: c_int = 20;
-const MSG_TRUNC: c_int = 0x20;
-const SIOCETHTOOL: c_ulong = 0x8946;
 const ETHTOOL_GSET: u32 = 0x1;
-const ETHTOOL_GLINKSETTINGS: u32 = 0x4c;
-/// `IFNAMSIZ`: an interface name and its NUL.
-const IFNAMSIZ: usize = 16;
 
 /// How long one receive of a dump may wait. The kernel answers a dump at once; a socket that
 /// stays silent this long is broken, and a scrape must not hang on it.
