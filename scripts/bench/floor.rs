@@ -253,18 +253,54 @@ fn scan(args: &[String]) -> Result<(), Fail> {
     if let Some(w) = args.words.first() {
         return Err(Fail::Usage(format!("unexpected argument {w}")));
     }
-    let passes = args.number("passes", 100)?.max(1);
-    let warmup = args.number("warmup", 3)?;
     let mut floor = Floor::from_args(&args)?;
-    for _ in 0..warmup {
-        floor.timed_pass()?;
+    let mut times = passes(&args, || floor.timed_pass())?;
+    println!("{}", floor.report(&mut times));
+    Ok(())
+}
+
+/// Runs `--warmup` untimed passes (default 3), then `--passes` timed ones (default 100), and
+/// returns their times: the loop of both `scan` and `dump`.
+fn passes(
+    args: &Args,
+    mut pass: impl FnMut() -> Result<Duration, Fail>,
+) -> Result<Vec<Duration>, Fail> {
+    let passes = args.number("passes", 100)?.max(1);
+    for _ in 0..args.number("warmup", 3)? {
+        pass()?;
     }
     let mut times = Vec::with_capacity(passes);
     for _ in 0..passes {
-        times.push(floor.timed_pass()?);
+        times.push(pass()?);
     }
-    println!("{}", floor.report(&mut times));
-    Ok(())
+    Ok(times)
+}
+
+/// Runs `pass` once and returns how long it took with what it did.
+fn timed<W>(pass: impl FnOnce() -> Result<W, Fail>) -> Result<(Duration, W), Fail> {
+    let start = Instant::now();
+    let work = pass()?;
+    Ok((start.elapsed(), work))
+}
+
+/// What the last pass did, and whether it differed from a pass before it: interfaces that come
+/// or go during a run leave the numbers printed, but flagged, as they no longer describe one
+/// fixed set of files or links.
+#[derive(Default)]
+struct Seen<W> {
+    last: Option<W>,
+    changed: bool,
+}
+
+impl<W: Copy + Default + PartialEq> Seen<W> {
+    fn note(&mut self, work: W) {
+        self.changed |= self.last.is_some_and(|w| w != work);
+        self.last = Some(work);
+    }
+
+    fn last(&self) -> W {
+        self.last.unwrap_or_default()
+    }
 }
 
 struct Floor {
@@ -280,9 +316,7 @@ struct Floor {
     held: Vec<Option<File>>,
     /// For `dirfd`: one `O_PATH` descriptor per interface directory, held across passes.
     dirs: Vec<Option<OwnedFd>>,
-    /// What the last pass did, and whether the set of interfaces changed between passes.
-    work: Option<Work>,
-    changed: bool,
+    seen: Seen<Work>,
 }
 
 impl Floor {
@@ -318,8 +352,7 @@ impl Floor {
             path: PathBuf::new(),
             held: Vec::new(),
             dirs: Vec::new(),
-            work: None,
-            changed: false,
+            seen: Seen::default(),
         };
         match mode {
             Mode::Pread => floor.hold()?,
@@ -331,18 +364,13 @@ impl Floor {
 
     /// One pass, timed; remembers what it did.
     fn timed_pass(&mut self) -> Result<Duration, Fail> {
-        let start = Instant::now();
-        let work = self.pass(self.mode)?;
-        let elapsed = start.elapsed();
-        // Interfaces that come or go during a run leave the numbers printed, but flagged: they
-        // no longer describe one fixed set of files.
-        self.changed |= self.work.is_some_and(|w| w != work);
-        self.work = Some(work);
+        let (elapsed, work) = timed(|| self.pass(self.mode))?;
+        self.seen.note(work);
         Ok(elapsed)
     }
 
     fn report(&self, times: &mut [Duration]) -> String {
-        let work = self.work.unwrap_or_default();
+        let work = self.seen.last();
         let per_file = if work.files > 0 {
             format!(
                 " per_file_ns={}",
@@ -359,7 +387,7 @@ impl Floor {
             work.bytes,
             work.failed,
             times.len(),
-            self.changed,
+            self.seen.changed,
             stats(times),
         )
     }
@@ -523,16 +551,8 @@ fn dump(args: &[String]) -> Result<(), Fail> {
     if let Some(w) = args.words.first() {
         return Err(Fail::Usage(format!("unexpected argument {w}")));
     }
-    let passes = args.number("passes", 100)?.max(1);
-    let warmup = args.number("warmup", 3)?;
     let mut dump = Dump::new(ethtool);
-    for _ in 0..warmup {
-        dump.timed_pass()?;
-    }
-    let mut times = Vec::with_capacity(passes);
-    for _ in 0..passes {
-        times.push(dump.timed_pass()?);
-    }
+    let mut times = passes(&args, || dump.timed_pass())?;
     println!("{}", dump.report(&mut times));
     Ok(())
 }
@@ -557,8 +577,7 @@ struct Dump {
     buf: Vec<u8>,
     /// Names of the interfaces that are up, from the last dump, for the ethtool requests.
     up: Vec<[u8; IFNAMSIZ]>,
-    work: Option<DumpWork>,
-    changed: bool,
+    seen: Seen<DumpWork>,
     /// Dumps the kernel flagged `NLM_F_DUMP_INTR` (the link list changed under it).
     interrupted: usize,
 }
@@ -569,23 +588,19 @@ impl Dump {
             ethtool,
             buf: vec![0; DUMP_BUF],
             up: Vec::new(),
-            work: None,
-            changed: false,
+            seen: Seen::default(),
             interrupted: 0,
         }
     }
 
     fn timed_pass(&mut self) -> Result<Duration, Fail> {
-        let start = Instant::now();
-        let work = self.pass()?;
-        let elapsed = start.elapsed();
-        self.changed |= self.work.is_some_and(|w| w != work);
-        self.work = Some(work);
+        let (elapsed, work) = timed(|| self.pass())?;
+        self.seen.note(work);
         Ok(elapsed)
     }
 
     fn report(&self, times: &mut [Duration]) -> String {
-        let w = self.work.unwrap_or_default();
+        let w = self.seen.last();
         format!(
             "dump ethtool={} interfaces={} up={} bytes={} datagrams={} failed_ioctls={} interrupted={} passes={} changed={} {}",
             self.ethtool,
@@ -596,7 +611,7 @@ impl Dump {
             w.failed_ioctls,
             self.interrupted,
             times.len(),
-            self.changed,
+            self.seen.changed,
             stats(times),
         )
     }
