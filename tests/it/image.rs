@@ -101,50 +101,50 @@ impl JsonParser<'_> {
         Ok(b)
     }
 
+    /// The members of an object or the items of an array, from its opening byte to `close`,
+    /// each read by `item`: both are lists with the same commas.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.i += 1;
+        self.ws();
+        if self.s.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b if b == close => return Ok(()),
+                _ => return Err(format!("JSON: bad list at byte {}", self.i).into()),
+            }
+        }
+    }
+
     fn value(&mut self) -> Result<Json> {
         self.ws();
         match self.s.get(self.i).copied().ok_or("JSON ends early")? {
             b'{' => {
-                self.i += 1;
                 let mut members = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(members));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.ws();
-                    if self.next()? != b':' {
-                        return Err(format!("JSON: no ':' before byte {}", self.i).into());
+                self.items(b'}', |p| {
+                    p.ws();
+                    let key = p.string()?;
+                    p.ws();
+                    if p.next()? != b':' {
+                        return Err(format!("JSON: no ':' before byte {}", p.i).into());
                     }
-                    members.push((key, self.value()?));
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b'}' => return Ok(Json::Obj(members)),
-                        _ => return Err(format!("JSON: bad object at byte {}", self.i).into()),
-                    }
-                }
+                    members.push((key, p.value()?));
+                    Ok(())
+                })?;
+                Ok(Json::Obj(members))
             }
             b'[' => {
-                self.i += 1;
                 let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b']' => return Ok(Json::Arr(items)),
-                        _ => return Err(format!("JSON: bad array at byte {}", self.i).into()),
-                    }
-                }
+                self.items(b']', |p| {
+                    items.push(p.value()?);
+                    Ok(())
+                })?;
+                Ok(Json::Arr(items))
             }
             b'"' => Ok(Json::Str(self.string()?)),
             _ => {
@@ -239,7 +239,20 @@ fn json_reader_reads_what_podman_writes() -> Result {
         Json::Str("\u{1f600} \"q\" \\".into()),
     );
     check("[]", Json::Arr(vec![]));
-    for bad in ["", "{", r#"{"a" 1}"#, "[1 2]", "nul", r#""open"#, "{} x"] {
+    // The last two close a list with the other kind of bracket, which the one list reader of
+    // objects and arrays must refuse.
+    let bad = [
+        "",
+        "{",
+        r#"{"a" 1}"#,
+        "[1 2]",
+        "nul",
+        r#""open"#,
+        "{} x",
+        r#"{"a": 1]"#,
+        "[1}",
+    ];
+    for bad in bad {
         assert!(Json::parse(bad).is_err(), "{bad:?} parsed");
     }
     Ok(())
