@@ -32,6 +32,12 @@ impl Pair {
     }
 }
 
+/// Runs `body` with each source, each time on a fresh pair, so that no source sees what the
+/// run before it did to the links.
+fn for_each_pair(body: impl Fn(&str, Pair) -> Result) -> Result {
+    for_each_source(|source| body(source, Pair::new()?))
+}
+
 fn counter(body: &str, series: &str) -> Result<u64> {
     Ok(sample(body, series)
         .ok_or_else(|| format!("no {series}"))?
@@ -40,8 +46,7 @@ fn counter(body: &str, series: &str) -> Result<u64> {
 
 #[test]
 fn a_peer_set_down_turns_the_other_end_lowerlayerdown() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new()?;
+    for_each_pair(|source, p| {
         let exp = p.ns.exporter(&[source])?;
         let up = p.wait_value(&exp, "interface_status{interface=\"ie-a\"}", "1")?;
         assert_samples(
@@ -119,8 +124,7 @@ fn flaps_between_scrapes_are_counted() -> Result {
 
 #[test]
 fn aliases_and_addresses_come_back_escaped() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new()?;
+    for_each_pair(|source, p| {
         p.ns.ip("link set ie-a address 02:00:00:00:00:0a")?;
         run(Command::new("ip").args([
             "-n",
@@ -157,8 +161,7 @@ fn aliases_and_addresses_come_back_escaped() -> Result {
 
 #[test]
 fn include_and_exclude_filters() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new()?;
+    for_each_pair(|source, p| {
         p.ns.ip("link add ie-c type veth peer name other0")?;
         let exp = p.ns.exporter(&[
             "--interfaces.include=ie-*",
@@ -180,8 +183,7 @@ fn include_and_exclude_filters() -> Result {
 
 #[test]
 fn statistics_only_when_asked() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new()?;
+    for_each_pair(|source, p| {
         let plain = p.ns.exporter(&[source])?;
         assert!(!p.scrape(&plain)?.contains("interface_receive_bytes_total"));
         drop(plain);
@@ -416,8 +418,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 
 #[test]
 fn independent_parsers_accept_both_formats() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new()?;
+    for_each_pair(|source, p| {
         let exp = p.ns.exporter(&["--collector.statistics", source])?;
         p.wait_value(&exp, "interface_carrier{interface=\"ie-a\"}", "1")?;
         let f = quirks()?;
