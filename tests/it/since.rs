@@ -113,10 +113,14 @@ fn check_timed(source: &str, what: &str, stamp: u64, (before, after): (u64, u64)
     );
 }
 
+/// Runs `body` with each source, each time on a fresh pair watched by that source.
+fn for_each_pair(body: impl Fn(&str, Pair) -> Result) -> Result {
+    for_each_source(|source| body(source, Pair::new(&[source])?))
+}
+
 #[test]
 fn flaps_are_timed() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new(&[source])?;
+    for_each_pair(|source, p| {
         let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
         // Nothing changed since the start: every interface says "at least since the start".
         let start = start_time(&body)?;
@@ -171,8 +175,7 @@ fn flaps_are_timed() -> Result {
 
 #[test]
 fn an_interface_added_later_carries_the_time_it_appeared() -> Result {
-    for_each_source(|source| {
-        let p = Pair::new(&[source])?;
+    for_each_pair(|source, p| {
         let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
         let start = start_time(&body)?;
         let before = now_ms();
