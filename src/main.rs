@@ -25,6 +25,7 @@
 //! | `src/source.rs` | the `Source` enum over sysfs and netlink; filtering and sorting; the start-up choice of `auto` | a scan handed out is sorted and holds only wanted interfaces |
 //! | `src/since.rs` | the last-change times: the tracker shared by the scans, the link-event watcher thread and its resync | holds entries only for interfaces that exist; never stamps a change it did not see |
 //! | `src/netlink.rs` | the `RTM_GETLINK` request and the parser of its replies and of link notifications (pure functions over bytes), the netlink reader | never panics on any input; never hands out a dump that did not end in `NLMSG_DONE` |
+//! | `src/netlink_abi.rs` | the rtnetlink and ethtool numbers the netlink source, `sys` and the benchmark's floor share | std only and constants only, so a program outside the crate can include it |
 //! | `src/sysfs.rs` | `class/net` into `Vec<Interface>`, the value parsers | never reads outside its root; never panics on file content; never blocks on a non-sysfs file |
 //! | `src/sysfs_files.rs` | the attribute files a default sysfs scan reads, in order; the benchmark's floor includes it | std only, so a program outside the crate can include it |
 //! | `src/model.rs` | `Interface`, `OperState`, the `Scan`, the filter `Options`; the statistics counters and link type names both sources share | imports nothing of ours but `glob`; knows no source, no renderer, no IO |
