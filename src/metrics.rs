@@ -72,7 +72,7 @@ impl Value {
     pub fn of(self, iface: &Interface) -> Option<u64> {
         match self {
             Value::Number(get) | Value::Millis(get) => get(iface),
-            Value::Statistic(n) => iface.statistics.and_then(|s| s[n]),
+            Value::Statistic(n) => iface.statistics.as_ref().and_then(|s| s[n]),
             Value::States | Value::Info | Value::Exporter(_) => None,
         }
     }

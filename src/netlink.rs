@@ -18,7 +18,7 @@
 use std::fmt;
 use std::io;
 
-use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS, STATISTICS_LEN};
+use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS};
 use crate::netlink_abi::*;
 use crate::sys;
 
@@ -280,7 +280,7 @@ pub fn parse_link(
     iface.admin_up = Some(up);
     iface.link_type = Some(link_type);
     if statistics {
-        iface.statistics = Some([None; STATISTICS_LEN]);
+        iface.clear_statistics();
     }
     let mut carrier = None;
     let mut operstate = None;
@@ -756,6 +756,7 @@ fn dump_once(
 mod tests {
     use super::*;
     use crate::fuzz::Rng;
+    use crate::model::STATISTICS_LEN;
 
     const SEQ: u32 = 7;
     const PORT: u32 = 4242;
@@ -802,12 +803,12 @@ mod tests {
     }
 
     /// The statistics [`stats64`] gives, in the model's order.
-    fn stats(n: usize) -> Option<[Option<u64>; STATISTICS_LEN]> {
+    fn stats(n: usize) -> Option<Box<[Option<u64>; STATISTICS_LEN]>> {
         let mut out = [None; STATISTICS_LEN];
         for (slot, stat) in out.iter_mut().zip(&STATISTICS) {
             *slot = (stat.stats64 < n).then_some(stat.stats64 as u64 + 1);
         }
-        Some(out)
+        Some(Box::new(out))
     }
 
     /// An `IFLA_LINKINFO` holding `attrs`.
@@ -908,7 +909,7 @@ mod tests {
             ifindex: Some(6),
             admin_up: Some(false),
             link_type: Some(0),
-            statistics: Some([None; STATISTICS_LEN]),
+            statistics: Some(Box::new([None; STATISTICS_LEN])),
             ..Interface::default()
         };
         check(&down, Ok(want.clone()), 0);
@@ -1029,7 +1030,7 @@ mod tests {
 
         // Without --collector.statistics the counters are not kept.
         let (r, iface, _) = parsed(&full, false);
-        assert_eq!((r, iface.statistics), (Ok(true), None));
+        assert_eq!((r, iface.statistics.is_none()), (Ok(true), true));
     }
 
     #[track_caller]
@@ -1053,7 +1054,7 @@ mod tests {
             ifindex: Some(6),
             admin_up: Some(false),
             link_type: Some(1),
-            statistics: Some([None; STATISTICS_LEN]),
+            statistics: Some(Box::new([None; STATISTICS_LEN])),
             ..Interface::default()
         };
         let with = |f: fn(&mut Interface)| {
@@ -1482,7 +1483,7 @@ mod tests {
         assert_eq!(lo.ifindex, Some(1));
         assert_eq!(scan.errors, 0);
         for iface in &scan.interfaces {
-            let stats = iface.statistics.ok_or(io::ErrorKind::NotFound)?;
+            let stats = iface.statistics.as_deref().ok_or(io::ErrorKind::NotFound)?;
             assert!(stats.iter().all(Option::is_some), "{iface:?}");
         }
         Ok(())
@@ -1522,7 +1523,11 @@ mod tests {
             attrs.push(attr(IFLA_IFALIAS, &[&iface.ifalias[..], b"\0"].concat()));
         }
         // The counters a kernel sent are a prefix of the struct: as many as are present.
-        if let Some(stats) = iface.statistics.filter(|s| s.iter().any(Option::is_some)) {
+        if let Some(stats) = iface
+            .statistics
+            .as_deref()
+            .filter(|s| s.iter().any(Option::is_some))
+        {
             let mut values = [None; STATISTICS_LEN];
             for (v, stat) in stats.iter().zip(&STATISTICS) {
                 values[stat.stats64] = *v;

@@ -312,7 +312,7 @@ fn boil(scan: &mut Scan, ids: &mut Vec<Id>) {
 }
 
 fn stat(iface: &Interface, at: usize) -> Option<u64> {
-    iface.statistics.and_then(|s| s[at])
+    iface.statistics.as_ref().and_then(|s| s[at])
 }
 
 /// Compares a dump, the sysfs read after it and the dump after that, each sorted by name.
@@ -369,7 +369,7 @@ mod tests {
             ifindex: Some(ifindex),
             address: addr.into(),
             carrier_changes: Some(changes),
-            statistics: Some(stats),
+            statistics: Some(Box::new(stats)),
             ..Interface::default()
         }
     }

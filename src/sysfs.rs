@@ -285,8 +285,8 @@ impl Reader {
                 None => *r.errors += 1,
             }
         }
-        iface.statistics = if opts.statistics {
-            let mut stats = [None; STATISTICS_LEN];
+        if opts.statistics {
+            let stats = iface.clear_statistics();
             let wanted = &STATISTICS[..self.statistics];
             for (slot, stat) in stats.iter_mut().zip(wanted) {
                 if let Some(file) = stat.file {
@@ -297,10 +297,9 @@ impl Reader {
                     }
                 }
             }
-            Some(stats)
         } else {
-            None
-        };
+            iface.statistics = None;
+        }
         if let Some(e) = r.fatal {
             return Err(e);
         }
