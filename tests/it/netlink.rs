@@ -398,6 +398,7 @@ fn auto_keeps_sysfs_with_only_an_idle_lo() -> Result {
 
 #[test]
 fn auto_keeps_sysfs_while_interfaces_churn() -> Result {
+    let _quiet = rtnl_quiet();
     let ns = Netns::new()?;
     let dir = TempDir::new()?;
     // A hundred interfaces make each sysfs read, and so each check's window, last a few

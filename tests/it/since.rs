@@ -120,6 +120,7 @@ fn for_each_pair(body: impl Fn(&str, Pair) -> Result) -> Result {
 
 #[test]
 fn flaps_are_timed() -> Result {
+    let _quiet = rtnl_quiet();
     for_each_pair(|source, p| {
         let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
         // Nothing changed since the start: every interface says "at least since the start".
@@ -175,6 +176,7 @@ fn flaps_are_timed() -> Result {
 
 #[test]
 fn an_interface_added_later_carries_the_time_it_appeared() -> Result {
+    let _quiet = rtnl_quiet();
     for_each_pair(|source, p| {
         let (body, _) = p.scrape_until("ie-a up", |b| has(b, "ie-a", "up"))?;
         let start = start_time(&body)?;
@@ -231,6 +233,7 @@ fn batch(ns: &Netns, dir: &TempDir, name: &str, lines: &str) -> Result {
 
 #[test]
 fn an_overflow_is_resynced_and_stamps_only_what_changed() -> Result {
+    let _quiet = rtnl_quiet();
     const FLAPPED: usize = 220;
     const STILL: usize = 10;
     let ns = Netns::new()?;
@@ -311,6 +314,7 @@ fn an_overflow_is_resynced_and_stamps_only_what_changed() -> Result {
 
 #[test]
 fn memory_stays_flat_while_interfaces_come_and_go() -> Result {
+    let _quiet = rtnl_quiet();
     for_each_source(|source| {
         const PAIRS: usize = 500;
         const ROUNDS: usize = 4;

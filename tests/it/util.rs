@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -884,4 +884,13 @@ pub fn host_interfaces() -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Held by the tests that time link changes against the clock, and by those that keep the
+/// kernel's RTNL lock busy (hundreds of interfaces created at once, churn loops). The kernel
+/// reports an oper-state change from its linkwatch work, which needs RTNL: a batch in a test
+/// running in parallel once delayed a report by a second, and the stamp with it.
+pub fn rtnl_quiet() -> MutexGuard<'static, ()> {
+    static RTNL: Mutex<()> = Mutex::new(());
+    RTNL.lock().unwrap_or_else(|e| e.into_inner())
 }
