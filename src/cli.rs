@@ -192,30 +192,10 @@ fn parse(mut parser: lexopt::Parser) -> Result<Command, Error> {
                 config.sysfs = Some(v.into());
             }
             Long("web.max-connections") => {
-                let v = string(&mut parser)?;
-                config.max_connections = match v.parse::<usize>() {
-                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
-                    _ => {
-                        return Err(Error::BadValue {
-                            flag: "web.max-connections",
-                            value: v,
-                            why: "expected a whole number from 1 to 65536",
-                        })
-                    }
-                };
+                config.max_connections = count(&mut parser, "web.max-connections")?
             }
             Long("web.max-requests") => {
-                let v = string(&mut parser)?;
-                config.max_requests = match v.parse::<usize>() {
-                    Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
-                    _ => {
-                        return Err(Error::BadValue {
-                            flag: "web.max-requests",
-                            value: v,
-                            why: "expected a whole number from 1 to 65536",
-                        })
-                    }
-                };
+                config.max_requests = count(&mut parser, "web.max-requests")?
             }
             Long("web.read-timeout") => {
                 config.read_timeout = timeout(&mut parser, "web.read-timeout")?;
@@ -287,6 +267,19 @@ fn glob(parser: &mut lexopt::Parser, flag: &'static str) -> Result<Glob, Error> 
         value: v,
         why,
     })
+}
+
+/// A count of connections or requests, from 1 to `MAX_CONNECTIONS`.
+fn count(parser: &mut lexopt::Parser, flag: &'static str) -> Result<usize, Error> {
+    let v = string(parser)?;
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(Error::BadValue {
+            flag,
+            value: v,
+            why: "expected a whole number from 1 to 65536",
+        }),
+    }
 }
 
 fn timeout(parser: &mut lexopt::Parser, flag: &'static str) -> Result<Duration, Error> {
