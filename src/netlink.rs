@@ -685,7 +685,7 @@ impl Masters {
 
     /// Names the master of each kept interface that has one, once the dump is complete. An
     /// index the dump does not hold (the master went away during the dump) is no master.
-    fn resolve(&mut self, interfaces: &mut [Interface]) {
+    fn resolve(&mut self, interfaces: &mut [Box<Interface>]) {
         if self.pending.is_empty() {
             return;
         }

@@ -298,7 +298,7 @@ mod tests {
 
     fn page(interfaces: Vec<Interface>, cx: &Context<'_>) -> String {
         let mut scan = Scan::default();
-        scan.interfaces = interfaces;
+        scan.interfaces = interfaces.into_iter().map(Box::new).collect();
         let mut out = Vec::new();
         render(&scan, cx, &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -22,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::format::Format;
+use crate::metrics::Writer;
 use crate::model::{self, Scan, ScanError};
 use crate::source::{self, Source};
 use crate::{log, metrics, page, since, sys};
@@ -94,6 +95,9 @@ struct Pool {
     /// Bytes of the last body of each kind: the next is rendered once into room reserved
     /// (fallibly) for that and an eighth more, instead of being counted first.
     last_body: [AtomicUsize; 3],
+    /// The buffer of the last metrics body of each format that went, written over by the
+    /// next: a megabyte mapped afresh costs a scrape its page faults and two system calls.
+    spare_body: [Mutex<Vec<u8>>; 2],
 }
 
 /// The bodies a generation renders, one slot each.
@@ -220,7 +224,7 @@ pub struct Generation {
     /// Sharers that have not yet taken their body.
     pending: AtomicUsize,
     /// Rendered bodies; `None` inside when the allocation was refused.
-    bodies: [OnceLock<Option<Vec<u8>>>; 4],
+    bodies: [OnceLock<Option<Writer>>; 4],
     pool: Arc<Pool>,
 }
 
@@ -256,7 +260,7 @@ impl Generation {
                         refresh: matches!(kind, Kind::Page),
                     };
                     page::render(scan, &context, &mut out);
-                    Some(out)
+                    Some(Writer::from(out))
                 }
                 Kind::Text | Kind::OpenMetrics => {
                     let format = if let Kind::Text = kind {
@@ -287,17 +291,17 @@ impl Generation {
                         }
                         n => n.saturating_add(n / 8),
                     };
-                    let mut out = Vec::new();
-                    out.try_reserve_exact(size).ok()?;
+                    let spare = std::mem::take(&mut *lock(&self.pool.spare_body[kind as usize]));
+                    let mut out = Writer::over(spare, size)?;
                     headroom()?;
                     metrics::render_interfaces(scan, statistics, format, &mut out);
                     metrics::render_self(scan.errors, elapsed, start_ms, format, &mut out);
-                    last.store(out.len(), Ordering::Relaxed);
+                    last.store(out.bytes().len(), Ordering::Relaxed);
                     Some(out)
                 }
             }
         });
-        body.as_deref()
+        body.as_ref().map(Writer::bytes)
     }
 
     /// Called once by each sharer after it took its body: the last one frees the scan.
@@ -314,6 +318,11 @@ impl Drop for Generation {
     fn drop(&mut self) {
         if let Some(scan) = lock(&self.scan).take() {
             *lock(&self.pool.spare) = Some(scan);
+        }
+        for (body, spare) in self.bodies.iter_mut().zip(&self.pool.spare_body) {
+            if let Some(Some(body)) = body.take() {
+                *lock(spare) = body.into_buffer();
+            }
         }
         *lock(&self.pool.live) -= 1;
         self.pool.freed.notify_all();
@@ -340,7 +349,7 @@ pub struct Body<'a> {
 impl Body<'_> {
     pub fn bytes(&self) -> &[u8] {
         let body = self.generation.bodies[self.kind as usize].get();
-        body.and_then(Option::as_deref).unwrap_or_default()
+        body.and_then(Option::as_ref).map_or(&[], Writer::bytes)
     }
 }
 

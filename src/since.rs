@@ -25,6 +25,7 @@
 //! absent from a full dump or scan), so memory follows the interfaces there are, never those
 //! there were.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -183,10 +184,10 @@ impl State {
 
     /// Takes in a full listing (a dump, or a scan with the server's filters): every interface
     /// is noted, and the entries of those it does not hold are removed.
-    fn listing(&mut self, ifaces: &[Interface], now_ms: u64) {
+    fn listing<I: Borrow<Interface>>(&mut self, ifaces: &[I], now_ms: u64) {
         self.pass = self.pass.wrapping_add(1);
         for iface in ifaces {
-            self.note(iface, now_ms);
+            self.note(iface.borrow(), now_ms);
         }
         let pass = self.pass;
         self.links.retain(|_, e| e.pass == pass);
@@ -200,8 +201,9 @@ impl State {
 
     /// Writes each interface's stamp into `last_change_ms`. One not known (its notification
     /// is still on the way) has just appeared.
-    fn fill(&self, ifaces: &mut [Interface], now_ms: u64) {
+    fn fill<I: BorrowMut<Interface>>(&self, ifaces: &mut [I], now_ms: u64) {
         for iface in ifaces {
+            let iface = iface.borrow_mut();
             let entry = match iface.ifindex {
                 Some(i) => self.links.get(&i),
                 None => self.unindexed.iter().find(|e| e.name == iface.name),
@@ -649,7 +651,7 @@ mod tests {
             .collect();
         state.listing(&unindexed, START + 100);
         assert_eq!((state.links.len(), state.unindexed.len()), (0, 100));
-        state.listing(&[], START + 101);
+        state.listing::<Interface>(&[], START + 101);
         assert!(state.links.is_empty() && state.unindexed.is_empty());
     }
 
@@ -658,15 +660,15 @@ mod tests {
         let tracker = Tracker::new(START);
         assert!(tracker.compares_scans());
         let mut scan = Scan::default();
-        scan.interfaces = vec![iface(2, "a", "up", true, 1)];
+        scan.interfaces = vec![Box::new(iface(2, "a", "up", true, 1))];
         tracker.observe(&mut scan, 2_000_000);
         assert_eq!(scan.interfaces[0].last_change_ms, Some(START));
-        scan.interfaces = vec![iface(2, "a", "down", false, 2)];
+        scan.interfaces = vec![Box::new(iface(2, "a", "down", false, 2))];
         tracker.observe(&mut scan, 3_000_000);
         assert_eq!(scan.interfaces[0].last_change_ms, Some(3_000_000));
         // With notifications in charge a scan only reads: its state may be older than theirs.
         tracker.lock().events = true;
-        scan.interfaces = vec![iface(2, "a", "up", true, 3)];
+        scan.interfaces = vec![Box::new(iface(2, "a", "up", true, 3))];
         tracker.observe(&mut scan, 4_000_000);
         assert_eq!(scan.interfaces[0].last_change_ms, Some(3_000_000));
         tracker.stop_events();

@@ -376,7 +376,7 @@ mod tests {
 
     fn scan(interfaces: Vec<Interface>) -> Scan {
         let mut scan = Scan::default();
-        scan.interfaces = interfaces;
+        scan.interfaces = interfaces.into_iter().map(Box::new).collect();
         scan
     }
 
