@@ -116,6 +116,9 @@ pub struct Family {
     /// Only the README check reads it.
     #[cfg_attr(not(test), allow(dead_code))]
     pub doc: Doc,
+    /// Whether it reads speed or duplex, which a scan may still be completing (see
+    /// `Scan::settle`) while the families before it are rendered.
+    pub link_settings: bool,
 }
 
 /// A family without a column on the page, documented in the table of metrics.
@@ -134,6 +137,7 @@ const fn family(
         value,
         column: None,
         doc: Doc::Metrics,
+        link_settings: false,
     }
 }
 
@@ -181,12 +185,16 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         column: numbers("Speed (Mb/s)", MBPS),
+        link_settings: true,
         ..family("interface_speed_bytes", Kind::Gauge, "bytes per second", Value::Number(|i| i.speed_mbps?.checked_mul(MBPS)), "Link speed in bytes per second (speed); no sample when the driver does not know it.")
     },
     family("interface_promiscuous", Kind::Gauge, "", Value::Number(|i| i.promiscuous.map(u64::from)), "Whether the interface receives promiscuously for any reason, as IF-MIB's ifPromiscuousMode (IFF_PROMISC in sysfs flags; IFLA_PROMISCUITY > 0 with netlink, whose flags show only a user's request)."),
     family("interface_transmit_queue_length", Kind::Gauge, "packets", Value::Number(|i| i.tx_queue_len), "Transmit queue length in packets (tx_queue_len in sysfs, IFLA_TXQLEN with netlink)."),
     LAST_CHANGE,
-    family("interface_info", Kind::Info, "", Value::Info, "Interface attributes as labels; always 1. address, duplex, ifalias, operstate, ifindex and type (the ARPHRD name as iproute2 gives it, else the number) are read alike by both sources; kind is IFLA_INFO_KIND with netlink, and from sysfs only where uevent DEVTYPE names it; master is the bond or bridge the interface is enslaved to."),
+    Family {
+        link_settings: true,
+        ..family("interface_info", Kind::Info, "", Value::Info, "Interface attributes as labels; always 1. address, duplex, ifalias, operstate, ifindex and type (the ARPHRD name as iproute2 gives it, else the number) are read alike by both sources; kind is IFLA_INFO_KIND with netlink, and from sysfs only where uevent DEVTYPE names it; master is the bond or bridge the interface is enslaved to.")
+    },
 ];
 
 /// Bytes per second in one Mb/s, the unit sysfs and ethtool give link speeds in.
@@ -312,6 +320,7 @@ impl From<Vec<u8>> for Writer {
 }
 
 impl Out for Writer {
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
         let end = self.len + bytes.len();
         if end > self.buf.len() {
@@ -334,6 +343,7 @@ impl Out for Writer {
 
 /// `dst.copy_from_slice(src)`, but a piece of up to 64 bytes goes as two to eight moves of eight
 /// bytes (or two of four, or single bytes) that overlap as needed, which the compiler inlines.
+#[inline(always)]
 fn copy(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     match n {
@@ -366,8 +376,22 @@ fn copy(dst: &mut [u8], src: &[u8]) {
             dst[n - 8..n].copy_from_slice(&words[3]);
         }
         33..=64 => {
-            copy(&mut dst[..32], &src[..32]);
-            copy(&mut dst[n - 32..n], &src[n - 32..n]);
+            let words = [
+                word8(src, 0),
+                word8(src, 8),
+                word8(src, 16),
+                word8(src, 24),
+                word8(src, n - 32),
+                word8(src, n - 24),
+                word8(src, n - 16),
+                word8(src, n - 8),
+            ];
+            for (at, word) in [0, 8, 16, 24].into_iter().zip(&words[..4]) {
+                dst[at..at + 8].copy_from_slice(word);
+            }
+            for (at, word) in [n - 32, n - 24, n - 16, n - 8].into_iter().zip(&words[4..]) {
+                dst[at..at + 8].copy_from_slice(word);
+            }
         }
         _ => dst.copy_from_slice(src),
     }
@@ -401,105 +425,134 @@ pub fn content_type(format: Format) -> &'static str {
     }
 }
 
-/// Renders the per-interface families of one scan, the statistics only when asked for.
-pub fn render_interfaces(scan: &Scan, statistics: bool, format: Format, out: &mut impl Out) {
+/// Renders the per-interface families of one scan, the statistics only when asked for. The
+/// scan is settled (`Scan::settle`) just before the first family that needs it.
+pub fn render_interfaces(scan: &mut Scan, statistics: bool, format: Format, out: &mut impl Out) {
     // Each interface's label text is escaped once here, not once per sample, and followed by
-    // the end of the labels: the arena holds them one after another, `ends` where each stops.
+    // the end of the labels: the arena holds them one after another, `ranges` where each is.
     // (A few bytes per interface, against the body's kilobyte.)
     let mut names = Vec::new();
-    let mut ends = Vec::with_capacity(scan.interfaces.len());
+    let mut ranges = Vec::with_capacity(scan.interfaces.len());
     for i in &scan.interfaces {
+        let start = names.len();
         push_name(&mut names, &i.name);
         names.extend_from_slice(CLOSE);
-        ends.push(names.len());
+        ranges.push((start, names.len()));
     }
-    let mut start = 0;
-    let labels = ends.iter().map(|&end| {
-        let label = &names[start..end];
-        start = end;
-        label
-    });
-    let labelled: Vec<(&Interface, &[u8])> =
-        scan.interfaces.iter().map(|i| &**i).zip(labels).collect();
     let counters: &[Family] = if statistics { &STATISTIC_FAMILIES } else { &[] };
     let mut head = Vec::new();
     for family in FAMILIES.iter().chain(counters) {
+        if family.link_settings {
+            scan.settle();
+        }
         header(out, family, format);
         head.clear();
         head.extend_from_slice(family.name.as_bytes());
         head.extend_from_slice(b"{interface=\"");
-        for &(i, name) in &labelled {
-            samples(out, family, &head, i, name);
-        }
+        let labelled = scan
+            .interfaces
+            .iter()
+            .zip(&ranges)
+            .map(|(i, &(start, end))| (&**i, &names[start..end]));
+        samples(out, family, &head, labelled);
     }
+    scan.settle();
 }
 
 /// What closes the labels of a sample that has no others than `interface`.
 const CLOSE: &[u8] = b"\"} ";
 
-/// Writes the samples one interface has in `family`; `head` is the family's name and the
-/// start of its labels, `label` the interface's label text followed by [`CLOSE`].
-fn samples<O: Out>(out: &mut O, family: &Family, head: &[u8], i: &Interface, label: &[u8]) {
-    let name = &label[..label.len() - CLOSE.len()];
-    let start = |out: &mut O| {
-        out.put(head);
-        out.put(name);
-    };
+/// Writes the samples of `family`; `head` is the family's name and the start of its labels,
+/// each interface comes with its label text followed by [`CLOSE`].
+fn samples<'a>(
+    out: &mut impl Out,
+    family: &Family,
+    head: &[u8],
+    labelled: impl Iterator<Item = (&'a Interface, &'a [u8])>,
+) {
+    let name = |label: &[u8]| label.len() - CLOSE.len();
     match family.value {
-        Value::Number(_) | Value::Statistic(_) => {
-            if let Some(v) = family.value.of(i) {
-                out.put(head);
-                out.put(label);
-                push_u64_line(out, v);
+        Value::Number(get) => {
+            for (i, label) in labelled {
+                if let Some(v) = get(i) {
+                    out.put(head);
+                    out.put(label);
+                    push_u64_line(out, v);
+                }
+            }
+        }
+        Value::Statistic(_) => {
+            for (i, label) in labelled {
+                if let Some(v) = family.value.of(i) {
+                    out.put(head);
+                    out.put(label);
+                    push_u64_line(out, v);
+                }
             }
         }
         Value::Millis(get) => {
-            if let Some(ms) = get(i) {
-                out.put(head);
-                out.put(label);
-                push_millis(out, ms);
-                out.byte(b'\n');
+            for (i, label) in labelled {
+                if let Some(ms) = get(i) {
+                    out.put(head);
+                    out.put(label);
+                    push_millis(out, ms);
+                    out.byte(b'\n');
+                }
             }
         }
         Value::States => {
-            let oper = i.oper();
-            for state in OperState::ALL {
-                start(out);
-                out.put(b"\",state=\"");
-                out.put(state.name().as_bytes());
-                out.put(if oper == state {
-                    b"\"} 1\n"
-                } else {
-                    b"\"} 0\n"
-                });
+            // Each state's label and value, for 0 and for 1: `",state="up"} 1\n`.
+            let mut tails = Vec::new();
+            let mut ranges = [[(0, 0); 2]; OperState::ALL.len()];
+            for (state, ranges) in OperState::ALL.iter().zip(&mut ranges) {
+                for (value, range) in [b"0\n", b"1\n"].iter().zip(ranges) {
+                    let start = tails.len();
+                    tails.extend_from_slice(b"\",state=\"");
+                    tails.extend_from_slice(state.name().as_bytes());
+                    tails.extend_from_slice(CLOSE);
+                    tails.extend_from_slice(*value);
+                    *range = (start, tails.len());
+                }
+            }
+            for (i, label) in labelled {
+                let oper = i.oper();
+                for (&state, ranges) in OperState::ALL.iter().zip(&ranges) {
+                    let (start, end) = ranges[usize::from(oper == state)];
+                    out.put(head);
+                    out.put(&label[..name(label)]);
+                    out.put(&tails[start..end]);
+                }
             }
         }
         Value::Info => {
-            let (mut index, mut number) = ([0; 20], [0; 20]);
-            let link_type = match i.link_type {
-                Some(n) => model::link_type_name(n)
-                    .map_or_else(|| decimal(u64::from(n), &mut number), str::as_bytes),
-                None => &[],
-            };
-            let labels: [(&[u8], &[u8]); 8] = [
-                (b"\",address=\"", &i.address),
-                (b"\",duplex=\"", &i.duplex),
-                (b"\",ifalias=\"", &i.ifalias),
-                (b"\",operstate=\"", &i.operstate),
-                (
-                    b"\",ifindex=\"",
-                    i.ifindex.map_or(&[], |n| decimal(n, &mut index)),
-                ),
-                (b"\",type=\"", link_type),
-                (b"\",kind=\"", &i.kind),
-                (b"\",master=\"", &i.master),
-            ];
-            start(out);
-            for (label, v) in labels {
-                out.put(label);
-                push_escaped(out, v);
+            for (i, label) in labelled {
+                let (mut index, mut number) = ([0; 20], [0; 20]);
+                let link_type = match i.link_type {
+                    Some(n) => model::link_type_name(n)
+                        .map_or_else(|| decimal(u64::from(n), &mut number), str::as_bytes),
+                    None => &[],
+                };
+                let labels: [(&[u8], &[u8]); 8] = [
+                    (b"\",address=\"", &i.address),
+                    (b"\",duplex=\"", &i.duplex),
+                    (b"\",ifalias=\"", &i.ifalias),
+                    (b"\",operstate=\"", &i.operstate),
+                    (
+                        b"\",ifindex=\"",
+                        i.ifindex.map_or(&[], |n| decimal(n, &mut index)),
+                    ),
+                    (b"\",type=\"", link_type),
+                    (b"\",kind=\"", &i.kind),
+                    (b"\",master=\"", &i.master),
+                ];
+                out.put(head);
+                out.put(&label[..name(label)]);
+                for (label, v) in labels {
+                    out.put(label);
+                    push_escaped(out, v);
+                }
+                out.put(b"\"} 1\n");
             }
-            out.put(b"\"} 1\n");
         }
         Value::Exporter(_) => {}
     }
@@ -638,7 +691,9 @@ pub fn push_name(out: &mut impl Out, name: &[u8]) {
 /// Whether `value` is a label value as it stands: ASCII with nothing to escape, as nearly every
 /// name and attribute is. Checking costs less than walking UTF-8 chunks for every sample.
 fn is_plain(value: &[u8]) -> bool {
-    value.is_ascii() && !value.iter().any(|&b| matches!(b, b'\\' | b'"' | b'\n'))
+    value
+        .iter()
+        .all(|&b| b.is_ascii() && !matches!(b, b'\\' | b'"' | b'\n'))
 }
 
 /// Appends a label value escaped as both formats require (`\\`, `\"`, `\n`), with bytes that
@@ -879,7 +934,7 @@ mod tests {
             iface(b"lo", b"unknown"),
         ];
         let mut out = Vec::new();
-        render_interfaces(&scan, false, Format::Text, &mut out);
+        render_interfaces(&mut scan, false, Format::Text, &mut out);
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.starts_with(
             "# HELP interface_status down = 0, up = 1, any other states (unknown) = 2\n\
@@ -904,7 +959,7 @@ mod tests {
         b.mtu = Some(1500);
         scan.interfaces = vec![a, b];
         let mut out = Vec::new();
-        render_interfaces(&scan, false, Format::Text, &mut out);
+        render_interfaces(&mut scan, false, Format::Text, &mut out);
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("interface_admin_up{interface=\"a\"} 0\n"));
         assert!(!text.contains("interface_admin_up{interface=\"b\"}"));
@@ -924,7 +979,7 @@ mod tests {
         scan.interfaces[0].last_change_ms = Some(1_732_854_712_345);
         scan.interfaces[1].last_change_ms = Some(7);
         let mut out = Vec::new();
-        render_interfaces(&scan, false, Format::Text, &mut out);
+        render_interfaces(&mut scan, false, Format::Text, &mut out);
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("# TYPE interface_last_change_timestamp_seconds gauge\n"));
         assert!(text
@@ -934,12 +989,41 @@ mod tests {
     }
 
     #[test]
+    fn facts_a_scan_completes_late_are_rendered() {
+        let known = |settled: bool| {
+            let mut up = iface(b"up0", b"up");
+            if settled {
+                up.speed_mbps = Some(25_000);
+                up.duplex = b"full".to_vec();
+            }
+            let mut scan = Scan::default();
+            scan.interfaces = vec![up, iface(b"down0", b"down")];
+            scan
+        };
+        let mut late = known(false);
+        late.defer(|scan| {
+            scan.interfaces[0].speed_mbps = Some(25_000);
+            scan.interfaces[0].duplex = b"full".to_vec();
+            scan.errors += 1;
+        });
+        let (mut with_late, mut with_known) = (Vec::new(), Vec::new());
+        render_interfaces(&mut late, true, Format::Text, &mut with_late);
+        render_interfaces(&mut known(true), true, Format::Text, &mut with_known);
+        let text = String::from_utf8(with_late).unwrap_or_default();
+        assert!(text.contains("interface_speed_bytes{interface=\"up0\"} 3125000000\n"));
+        assert!(text.contains("duplex=\"full\""));
+        assert_eq!(text.as_bytes(), with_known);
+        // The late work's errors are counted before the exporter's own families are written.
+        assert_eq!(late.errors, 1);
+    }
+
+    #[test]
     fn openmetrics_metadata() {
         let mut scan = Scan::default();
         scan.interfaces = vec![iface(b"eth0", b"up")];
         scan.interfaces[0].carrier_changes = Some(3);
         let mut out = Vec::new();
-        render_interfaces(&scan, true, Format::OpenMetrics, &mut out);
+        render_interfaces(&mut scan, true, Format::OpenMetrics, &mut out);
         render_self(
             0,
             Duration::from_millis(250),

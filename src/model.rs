@@ -316,6 +316,19 @@ pub struct Scan {
     pub errors: u64,
     /// Interfaces of earlier scans, kept for their allocations.
     spare: Vec<Box<Interface>>,
+    /// What the source left running to complete this scan; see [`Scan::settle`].
+    pending: Option<Pending>,
+}
+
+/// Work a source left running when its scan returned, which fills in the last facts (the
+/// netlink source's speeds and duplexes, asked of ethtool on a thread of their own while the
+/// first families are rendered).
+pub struct Pending(Box<dyn FnOnce(&mut Scan) + Send>);
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pending")
+    }
 }
 
 /// Why a scan could not see every interface. Its answer would be partial, and a partial answer
@@ -342,6 +355,21 @@ impl Scan {
     pub fn begin(&mut self) {
         self.spare.append(&mut self.interfaces);
         self.errors = 0;
+        // Work left for a scan that was never settled goes on alone, its results unused.
+        self.pending = None;
+    }
+
+    /// Leaves `work` to complete the scan: [`Scan::settle`] runs it.
+    pub fn defer(&mut self, work: impl FnOnce(&mut Scan) + Send + 'static) {
+        self.pending = Some(Pending(Box::new(work)));
+    }
+
+    /// Completes the scan with what its source left running, waiting for it. Speed, duplex
+    /// and the error count are whole only after this; everything else is whole before.
+    pub fn settle(&mut self) {
+        if let Some(Pending(work)) = self.pending.take() {
+            work(self);
+        }
     }
 
     /// An interface to fill, reusing a spare's allocations when there is one.

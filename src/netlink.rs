@@ -17,6 +17,8 @@
 
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex};
+use std::thread;
 
 use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS};
 use crate::netlink_abi::*;
@@ -485,7 +487,8 @@ fn ethtool_no_value(err: &io::Error) -> bool {
 /// Reads interfaces with netlink dumps, reusing its socket and buffer from scan to scan.
 pub struct Reader {
     socket: Option<sys::NetlinkSocket>,
-    ethtool: Option<sys::Ethtool>,
+    /// Shared with the thread that asks it, which holds it until it is done.
+    ethtool: Option<Arc<Mutex<sys::Ethtool>>>,
     buf: Vec<u8>,
     seq: u32,
     masters: Masters,
@@ -510,41 +513,54 @@ impl Reader {
     }
 
     /// Reads every interface into `scan`, with speed and duplex for the running ones.
+    ///
+    /// Those take one ethtool ioctl each, a tenth of a scrape at a thousand interfaces. They
+    /// are asked on a thread of their own, which the scan leaves running ([`Scan::defer`]):
+    /// the families that do not need them are rendered meanwhile. Where that thread cannot
+    /// be started, they are asked here.
     pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         self.dump(opts.statistics, scan, |name| opts.wants(name))?;
-        for iface in &mut scan.interfaces {
-            if iface.admin_up != Some(true) {
-                continue;
-            }
-            if self.ethtool.is_none() {
-                self.ethtool = Some(sys::Ethtool::open().map_err(|err| ScanError {
+        let queries: Vec<Query> = scan
+            .interfaces
+            .iter()
+            .filter(|iface| iface.admin_up == Some(true))
+            .map(|iface| Query::new(iface.ifindex.unwrap_or(0), &iface.name))
+            .collect();
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let ethtool = match &self.ethtool {
+            Some(ethtool) => Arc::clone(ethtool),
+            None => {
+                let opened = sys::Ethtool::open().map_err(|err| ScanError {
                     what: "cannot open",
                     subject: "an ethtool socket".to_owned(),
                     err,
-                })?);
+                })?;
+                Arc::clone(self.ethtool.insert(Arc::new(Mutex::new(opened))))
             }
-            let Some(ethtool) = &mut self.ethtool else {
-                continue;
-            };
-            match ethtool.link_settings(&iface.name) {
-                Ok(settings) => {
-                    match speed_mbps(settings.speed) {
-                        Ok(speed) => iface.speed_mbps = speed,
-                        Err(()) => scan.errors += 1,
-                    }
-                    iface.duplex.extend_from_slice(duplex_name(settings.duplex));
-                }
-                Err(e) if ethtool_no_value(&e) => {}
-                Err(e) => {
-                    scan.errors += 1;
-                    crate::log::debug(
-                        "ethtool failed",
-                        &[
-                            ("interface", &String::from_utf8_lossy(&iface.name)),
-                            ("err", &e),
-                        ],
-                    );
-                }
+        };
+        let asking = Arc::clone(&ethtool);
+        let asker = thread::Builder::new()
+            .name("ethtool".to_owned())
+            .stack_size(ASKER_STACK)
+            .spawn(move || ask(&asking, queries));
+        match asker {
+            Ok(asker) => scan.defer(move |scan| {
+                // `join` fails only if the thread panicked, which aborts the process.
+                let answers = asker.join().unwrap_or_default();
+                settle(&mut scan.interfaces, answers, &mut scan.errors);
+            }),
+            Err(_) => {
+                // The queries went with the closure that could not run; asked again here.
+                let queries = scan
+                    .interfaces
+                    .iter()
+                    .filter(|iface| iface.admin_up == Some(true))
+                    .map(|iface| Query::new(iface.ifindex.unwrap_or(0), &iface.name))
+                    .collect();
+                let answers = ask(&ethtool, queries);
+                settle(&mut scan.interfaces, answers, &mut scan.errors);
             }
         }
         Ok(())
@@ -618,6 +634,77 @@ enum Outcome {
     Complete,
     Interrupted,
     Truncated(usize),
+}
+
+/// The stack of the thread that asks ethtool: it only loops over ioctls.
+const ASKER_STACK: usize = 64 * 1024;
+
+/// A running interface whose speed and duplex are to be asked.
+struct Query {
+    ifindex: u64,
+    /// The name as `ifr_name` takes it; `len` is `IFNAMSIZ` for one too long, which the ioctl
+    /// refuses as it would have.
+    name: [u8; IFNAMSIZ],
+    len: usize,
+}
+
+impl Query {
+    fn new(ifindex: u64, name: &[u8]) -> Query {
+        let len = name.len().min(IFNAMSIZ);
+        let mut query = Query {
+            ifindex,
+            name: [0; IFNAMSIZ],
+            len,
+        };
+        query.name[..len].copy_from_slice(&name[..len]);
+        query
+    }
+}
+
+/// What ethtool said of each queried interface, by ifindex.
+type Answers = Vec<(u64, io::Result<sys::LinkSettings>)>;
+
+fn ask(ethtool: &Mutex<sys::Ethtool>, queries: Vec<Query>) -> Answers {
+    let mut ethtool = ethtool.lock().unwrap_or_else(|e| e.into_inner());
+    queries
+        .into_iter()
+        .map(|q| (q.ifindex, ethtool.link_settings(&q.name[..q.len])))
+        .collect()
+}
+
+/// Records what ethtool said of each interface: its speed and duplex, nothing where it has no
+/// value, or an error counted (and logged at debug). The interfaces may have been sorted since
+/// they were asked for; they are found by ifindex.
+fn settle(interfaces: &mut [Box<Interface>], mut answers: Answers, errors: &mut u64) {
+    answers.sort_unstable_by_key(|&(ifindex, _)| ifindex);
+    for iface in interfaces {
+        let Some(ifindex) = iface.ifindex else {
+            continue;
+        };
+        let Ok(at) = answers.binary_search_by_key(&ifindex, |&(n, _)| n) else {
+            continue;
+        };
+        match &answers[at].1 {
+            Ok(settings) => {
+                match speed_mbps(settings.speed) {
+                    Ok(speed) => iface.speed_mbps = speed,
+                    Err(()) => *errors += 1,
+                }
+                iface.duplex.extend_from_slice(duplex_name(settings.duplex));
+            }
+            Err(e) if ethtool_no_value(e) => {}
+            Err(e) => {
+                *errors += 1;
+                crate::log::debug(
+                    "ethtool failed",
+                    &[
+                        ("interface", &String::from_utf8_lossy(&iface.name)),
+                        ("err", e),
+                    ],
+                );
+            }
+        }
+    }
 }
 
 /// What turning `IFLA_MASTER` indexes into names needs: the index and name of every interface

@@ -239,8 +239,8 @@ impl Generation {
     /// The body of one kind, rendered by the first sharer that asks for it.
     fn body(&self, kind: Kind, cx: &Render<'_>) -> Option<&[u8]> {
         let body = self.bodies[kind as usize].get_or_init(|| {
-            let scan = lock(&self.scan);
-            let scan = scan.as_ref()?;
+            let mut scan = lock(&self.scan);
+            let scan = scan.as_mut()?;
             match kind {
                 Kind::Page | Kind::PageStill => {
                     let mut out = Vec::new();
@@ -259,6 +259,7 @@ impl Generation {
                         now_ms: since::now_ms(),
                         refresh: matches!(kind, Kind::Page),
                     };
+                    scan.settle();
                     page::render(scan, &context, &mut out);
                     Some(Writer::from(out))
                 }

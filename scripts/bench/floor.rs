@@ -1110,6 +1110,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Bytes in `buf` already consumed.
     start: usize,
+    /// Where reads land, 64 KiB.
+    scratch: Vec<u8>,
 }
 
 impl Conn {
@@ -1126,6 +1128,7 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(64 * 1024),
             start: 0,
+            scratch: vec![0; 64 * 1024],
         })
     }
 
@@ -1194,15 +1197,27 @@ impl Conn {
         }
     }
 
-    /// Consumes `n` bytes, reading more as needed.
-    fn take(&mut self, n: usize) -> Result<(), Fail> {
-        while self.buf.len() - self.start < n {
-            self.fill()?;
-        }
-        self.start += n;
+    /// Consumes `n` bytes, reading more as needed. A body is read into one 64 KiB buffer and
+    /// dropped as it comes, whatever its size: gathered whole (zeroed, grown and copied as it
+    /// grew), it cost this client time that was counted as the server's.
+    fn take(&mut self, mut n: usize) -> Result<(), Fail> {
+        let here = (self.buf.len() - self.start).min(n);
+        self.start += here;
+        n -= here;
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+        }
+        while n > 0 {
+            let got = self.stream.read(&mut self.scratch)?;
+            if got == 0 {
+                return Err(Fail::Run("server closed the connection".into()));
+            }
+            if got > n {
+                // Bytes past this response are the next one's.
+                self.buf.extend_from_slice(&self.scratch[n..got]);
+            }
+            n -= got.min(n);
         }
         Ok(())
     }
@@ -1212,13 +1227,11 @@ impl Conn {
             self.buf.clear();
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + 64 * 1024, 0);
-        let n = self.stream.read(&mut self.buf[len..])?;
-        self.buf.truncate(len + n);
+        let n = self.stream.read(&mut self.scratch)?;
         if n == 0 {
             return Err(Fail::Run("server closed the connection".into()));
         }
+        self.buf.extend_from_slice(&self.scratch[..n]);
         Ok(())
     }
 }
