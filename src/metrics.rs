@@ -298,6 +298,11 @@ impl Writer {
         Some(Writer { buf, len: 0 })
     }
 
+    /// The bytes the buffer has room for.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The bytes written.
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]

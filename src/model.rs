@@ -394,9 +394,36 @@ impl Scan {
         }
     }
 
-    /// Sorts the interfaces by name.
+    /// Sorts the interfaces by name, bytewise.
     pub fn sort_by_name(&mut self) {
-        self.interfaces.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        // Sorting the boxes themselves chased two pointers per side of each of the ten
+        // thousand comparisons a thousand interfaces take, a tenth of a millisecond of cache
+        // misses. Their names' first eight bytes, as one number, are sorted with their
+        // positions instead (most names differ there; the others are compared whole), and the
+        // boxes then moved once, along the permutation's cycles.
+        let ifaces = &mut self.interfaces;
+        let mut order: Vec<(u64, usize)> = ifaces
+            .iter()
+            .enumerate()
+            .map(|(at, iface)| (name_head(&iface.name), at))
+            .collect();
+        order.sort_unstable_by(|&(a_head, a), &(b_head, b)| {
+            a_head
+                .cmp(&b_head)
+                .then_with(|| ifaces[a].name.cmp(&ifaces[b].name))
+        });
+        // Position i must end up holding the interface now at order[i].1.
+        for start in 0..order.len() {
+            let mut at = start;
+            loop {
+                let from = std::mem::replace(&mut order[at].1, usize::MAX);
+                if from == usize::MAX || from == start {
+                    break;
+                }
+                ifaces.swap(at, from);
+                at = from;
+            }
+        }
     }
 
     /// Gives back an interface that was taken but not kept.
@@ -411,6 +438,22 @@ impl Scan {
         self.interfaces
             .try_reserve(n.saturating_sub(self.interfaces.len()))?;
         self.spare.try_reserve(n.saturating_sub(self.spare.len()))
+    }
+}
+
+/// The first eight bytes of a name as a big-endian number, zeros after a shorter one: names
+/// whose numbers differ are ordered as their bytes are (a shorter name that is a prefix of the
+/// other comes first, as its zeros are lower), and equal numbers leave it to the whole names.
+/// (Computed rather than copied into a word: a copy of a variable length is a call to musl's
+/// bytewise `memcpy`.)
+fn name_head(name: &[u8]) -> u64 {
+    match name.first_chunk::<8>() {
+        Some(word) => u64::from_be_bytes(*word),
+        None => {
+            let word = name.iter().fold(0, |word, &b| word << 8 | u64::from(b));
+            // An empty name would shift by 64, which is no number.
+            word.checked_shl(8 * (8 - name.len() as u32)).unwrap_or(0)
+        }
     }
 }
 
@@ -559,9 +602,11 @@ mod tests {
             let mut scan = Scan::default();
             for n in 0..len {
                 scan.interfaces.push(Box::new(Interface {
-                    // Duplicates and prefixes too: a sort must keep every interface.
-                    name: (0..rng.below(4))
-                        .map(|_| b'a' + rng.below(3) as u8)
+                    // Duplicates and prefixes too, shorter and longer than the eight bytes
+                    // compared first, with the lowest and highest bytes: a sort must keep
+                    // every interface and order them bytewise.
+                    name: (0..rng.below(12))
+                        .map(|_| [0, b'a', 0xff][rng.below(3)])
                         .collect(),
                     mtu: Some(n as u64),
                     ..Interface::default()

@@ -15,9 +15,10 @@
 //! Invariant: never panics on any input, never reads past a length it has checked, and never
 //! hands out a scan that did not end in the dump's `NLMSG_DONE`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
 use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS};
@@ -487,8 +488,9 @@ fn ethtool_no_value(err: &io::Error) -> bool {
 /// Reads interfaces with netlink dumps, reusing its socket and buffer from scan to scan.
 pub struct Reader {
     socket: Option<sys::NetlinkSocket>,
-    /// Shared with the thread that asks it, which holds it until it is done.
+    /// Shared with the thread that asks it.
     ethtool: Option<Arc<Mutex<sys::Ethtool>>>,
+    asker: Option<Asker>,
     buf: Vec<u8>,
     seq: u32,
     masters: Masters,
@@ -506,6 +508,7 @@ impl Reader {
         Reader {
             socket: None,
             ethtool: None,
+            asker: None,
             buf: Vec::new(),
             seq: 0,
             masters: Masters::default(),
@@ -540,25 +543,18 @@ impl Reader {
                 Arc::clone(self.ethtool.insert(Arc::new(Mutex::new(opened))))
             }
         };
-        let asking = Arc::clone(&ethtool);
-        let asker = thread::Builder::new()
-            .name("ethtool".to_owned())
-            .stack_size(ASKER_STACK)
-            .spawn(move || ask(&asking, queries));
-        match asker {
-            Ok(asker) => scan.defer(move |scan| {
-                // `join` fails only if the thread panicked, which aborts the process.
-                let answers = asker.join().unwrap_or_default();
-                settle(&mut scan.interfaces, answers, &mut scan.errors);
-            }),
-            Err(_) => {
-                // The queries went with the closure that could not run; asked again here.
-                let queries = scan
-                    .interfaces
-                    .iter()
-                    .filter(|iface| iface.admin_up == Some(true))
-                    .map(|iface| Query::new(iface.ifindex.unwrap_or(0), &iface.name))
-                    .collect();
+        if self.asker.is_none() {
+            // Tried again by later scans while it fails (a thread limit, say).
+            self.asker = Asker::start(Arc::clone(&ethtool)).ok();
+        }
+        match &self.asker {
+            Some(asker) => {
+                let reply = asker.ask(queries);
+                scan.defer(move |scan| {
+                    settle(&mut scan.interfaces, reply.wait(), &mut scan.errors);
+                });
+            }
+            None => {
                 let answers = ask(&ethtool, queries);
                 settle(&mut scan.interfaces, answers, &mut scan.errors);
             }
@@ -639,6 +635,97 @@ enum Outcome {
 /// The stack of the thread that asks ethtool: it only loops over ioctls.
 const ASKER_STACK: usize = 64 * 1024;
 
+/// The thread that asks ethtool the questions of each scan, started by the first scan that
+/// has any and kept: a thread started per scan cost a tenth of a millisecond.
+struct Asker {
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Jobs>,
+    more: Condvar,
+}
+
+#[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<(Vec<Query>, Arc<Reply>)>,
+    /// Set when the reader goes: the thread ends.
+    closed: bool,
+}
+
+/// Where the answers to one scan's questions arrive.
+#[derive(Default)]
+struct Reply {
+    answers: Mutex<Option<Answers>>,
+    ready: Condvar,
+}
+
+impl Asker {
+    fn start(ethtool: Arc<Mutex<sys::Ethtool>>) -> io::Result<Asker> {
+        let queue = Arc::new(Queue::default());
+        let serving = Arc::clone(&queue);
+        thread::Builder::new()
+            .name("ethtool".to_owned())
+            .stack_size(ASKER_STACK)
+            .spawn(move || serve(&serving, &ethtool))?;
+        Ok(Asker { queue })
+    }
+
+    fn ask(&self, queries: Vec<Query>) -> Arc<Reply> {
+        let reply = Arc::new(Reply::default());
+        let mut jobs = lock(&self.queue.jobs);
+        jobs.waiting.push_back((queries, Arc::clone(&reply)));
+        self.queue.more.notify_one();
+        reply
+    }
+}
+
+impl Drop for Asker {
+    fn drop(&mut self) {
+        lock(&self.queue.jobs).closed = true;
+        self.queue.more.notify_one();
+    }
+}
+
+/// The asker's loop: each job's queries in turn, until the reader goes.
+fn serve(queue: &Queue, ethtool: &Mutex<sys::Ethtool>) {
+    loop {
+        let mut jobs = lock(&queue.jobs);
+        let (queries, reply) = loop {
+            if let Some(job) = jobs.waiting.pop_front() {
+                break job;
+            }
+            if jobs.closed {
+                return;
+            }
+            jobs = queue.more.wait(jobs).unwrap_or_else(|e| e.into_inner());
+        };
+        drop(jobs);
+        let answers = ask(ethtool, queries);
+        *lock(&reply.answers) = Some(answers);
+        reply.ready.notify_all();
+    }
+}
+
+impl Reply {
+    /// Waits for the answers; a second call has none.
+    fn wait(&self) -> Answers {
+        let mut answers = lock(&self.answers);
+        loop {
+            if let Some(answers) = answers.take() {
+                return answers;
+            }
+            answers = self.ready.wait(answers).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Locks a mutex whose data no panic can leave half-changed (a panic aborts the process).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A running interface whose speed and duplex are to be asked.
 struct Query {
     ifindex: u64,
@@ -665,7 +752,7 @@ impl Query {
 type Answers = Vec<(u64, io::Result<sys::LinkSettings>)>;
 
 fn ask(ethtool: &Mutex<sys::Ethtool>, queries: Vec<Query>) -> Answers {
-    let mut ethtool = ethtool.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ethtool = lock(ethtool);
     queries
         .into_iter()
         .map(|q| (q.ifindex, ethtool.link_settings(&q.name[..q.len])))

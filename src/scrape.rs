@@ -293,8 +293,12 @@ impl Generation {
                         n => n.saturating_add(n / 8),
                     };
                     let spare = std::mem::take(&mut *lock(&self.pool.spare_body[kind as usize]));
+                    let had = spare.capacity();
                     let mut out = Writer::over(spare, size)?;
-                    headroom()?;
+                    // A body written over the last one's room takes no more memory.
+                    if out.capacity() > had {
+                        headroom()?;
+                    }
                     metrics::render_interfaces(scan, statistics, format, &mut out);
                     metrics::render_self(scan.errors, elapsed, start_ms, format, &mut out);
                     last.store(out.bytes().len(), Ordering::Relaxed);
