@@ -908,25 +908,14 @@ fn dump_once(
         masters,
         interrupted: false,
     };
-    pipelined(|buf| socket.recv(buf), &mut parse, bufs)
-}
-
-/// Receives datagrams with `recv` on a thread of their own and parses them here, until the
-/// dump ends; in turn on this thread where that thread cannot be started.
-fn pipelined<K: Fn(&[u8]) -> bool>(
-    recv: impl Fn(&mut [u8]) -> io::Result<sys::Received> + Sync,
-    parse: &mut Parse<'_, K>,
-    bufs: &mut Vec<Vec<u8>>,
-) -> Result<Outcome, (&'static str, io::Error)> {
     let pipe = Pipe::new(std::mem::take(bufs));
-    let (seq, portid) = (parse.seq, parse.portid);
     let outcome = thread::scope(|s| {
         let receiver = thread::Builder::new()
             .name("netlink".to_owned())
             .stack_size(RECEIVER_STACK)
-            .spawn_scoped(s, || receive(&recv, seq, portid, &pipe));
+            .spawn_scoped(s, || receive(socket, seq, &pipe));
         if receiver.is_err() {
-            return parse.serially(&recv, &pipe);
+            return parse.serially(socket, &pipe);
         }
         let outcome = parse.piped(&pipe);
         // The receiver stops at the next datagram or buffer it waits for.
@@ -1027,21 +1016,16 @@ impl Pipe {
 
 /// The receiving thread: datagrams into empty buffers until the one that ends the dump (or an
 /// error, or a datagram cut short), or until the parser stops.
-fn receive(
-    recv: &impl Fn(&mut [u8]) -> io::Result<sys::Received>,
-    seq: u32,
-    portid: u32,
-    pipe: &Pipe,
-) {
+fn receive(socket: &sys::NetlinkSocket, seq: u32, pipe: &Pipe) {
     while let Some(mut buf) = pipe.empty_buffer() {
-        let got = recv(&mut buf);
+        let got = socket.recv(&mut buf);
         // Whether this is the dump's last datagram is read from its headers only; broken
         // framing ends it too, and the parser says why.
         let last = match &got {
             Err(_) => true,
             Ok(got) if !got.from_kernel => false,
             Ok(got) if got.truncated.is_some() => true,
-            Ok(got) => parse_datagram(&buf[..got.len], seq, portid, |_| {})
+            Ok(got) => parse_datagram(&buf[..got.len], seq, socket.portid, |_| {})
                 .map_or(true, |datagram| datagram.done),
         };
         pipe.deliver(buf, got, last);
@@ -1083,14 +1067,14 @@ impl<K: Fn(&[u8]) -> bool> Parse<'_, K> {
     /// Receives and parses in turn, until the dump ends.
     fn serially(
         &mut self,
-        recv: &impl Fn(&mut [u8]) -> io::Result<sys::Received>,
+        socket: &sys::NetlinkSocket,
         pipe: &Pipe,
     ) -> Result<Outcome, (&'static str, io::Error)> {
         let Some(mut buf) = pipe.empty_buffer() else {
             return Err(("no buffer for", io::ErrorKind::OutOfMemory.into()));
         };
         let outcome = loop {
-            let got = recv(&mut buf);
+            let got = socket.recv(&mut buf);
             match self.datagram(&buf, got) {
                 Ok(None) => {}
                 Ok(Some(outcome)) => break Ok(outcome),
@@ -1556,131 +1540,6 @@ mod tests {
         // rx_otherhost_dropped is the 25th field and the last family.
         let last = &STATISTICS[STATISTICS_LEN - 1];
         assert_eq!((last.stats64, last.file), (24, None), "{}", last.metric);
-    }
-
-    /// Runs a dump through [`pipelined`] whose receiver gets `datagrams` in turn (an `Err`
-    /// is a failed receive; a datagram longer than the buffer is cut short, as `MSG_TRUNC`
-    /// reports it), then fails every receive as a timeout would. Gives the outcome, the
-    /// interfaces parsed and the buffers handed back.
-    fn piped_dump(datagrams: Vec<io::Result<Vec<u8>>>, bufs: usize) -> (String, usize, usize) {
-        let queue = Mutex::new(VecDeque::from(datagrams));
-        let recv = |buf: &mut [u8]| -> io::Result<sys::Received> {
-            let next = lock(&queue).pop_front();
-            let datagram = next.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))?;
-            let len = datagram.len().min(buf.len());
-            buf[..len].copy_from_slice(&datagram[..len]);
-            Ok(sys::Received {
-                len,
-                truncated: (datagram.len() > buf.len()).then_some(datagram.len()),
-                from_kernel: true,
-            })
-        };
-        let (mut scan, mut masters) = (Scan::default(), Masters::default());
-        let keep = |_: &[u8]| true;
-        let mut parse = Parse {
-            seq: SEQ,
-            portid: PORT,
-            statistics: false,
-            scan: &mut scan,
-            keep: &keep,
-            masters: &mut masters,
-            interrupted: false,
-        };
-        let mut buffers = vec![vec![0; 512]; bufs];
-        let outcome = match pipelined(recv, &mut parse, &mut buffers) {
-            Ok(Outcome::Complete) => "complete".to_owned(),
-            Ok(Outcome::Interrupted) => "interrupted".to_owned(),
-            Ok(Outcome::Truncated(n)) => format!("truncated {n}"),
-            Err((what, e)) => match e.raw_os_error() {
-                Some(errno) => format!("{what}: errno {errno}"),
-                None => format!("{what}: {:?}", e.kind()),
-            },
-        };
-        (outcome, scan.interfaces.len(), buffers.len())
-    }
-
-    #[test]
-    fn a_pipelined_dump_ends_on_each_way_a_dump_ends() {
-        let named = |index: u32| {
-            let name = format!("eth{index}\0");
-            let up = attr(IFLA_OPERSTATE, &[6]);
-            message(
-                RTM_NEWLINK,
-                2,
-                SEQ,
-                PORT,
-                &link(index, 0, &[attr(IFLA_IFNAME, name.as_bytes()), up]),
-            )
-        };
-        let datagram = |parts: &[Vec<u8>]| Ok(parts.concat());
-        let whole = |n: u32| -> Vec<io::Result<Vec<u8>>> {
-            let mut d: Vec<_> = (0..n)
-                .map(|i| datagram(&[named(2 * i), named(2 * i + 1)]))
-                .collect();
-            d.push(datagram(&[done(0, 0)]));
-            d
-        };
-        // Every buffer comes back, whichever way the dump ended.
-        for bufs in [1, 2, RECV_BUFFERS] {
-            assert_eq!(
-                piped_dump(whole(20), bufs),
-                ("complete".to_owned(), 40, bufs)
-            );
-            // The last datagram holds links and the end.
-            let mut d = whole(3);
-            d.pop();
-            d.push(datagram(&[named(99), done(0, 0)]));
-            assert_eq!(piped_dump(d, bufs), ("complete".to_owned(), 7, bufs));
-            // A message marked interrupted.
-            let mut d = whole(5);
-            d[2] = datagram(&[message(
-                RTM_NEWLINK,
-                2 | NLM_F_DUMP_INTR,
-                SEQ,
-                PORT,
-                &link(
-                    9,
-                    0,
-                    &[attr(IFLA_IFNAME, b"x\0"), attr(IFLA_OPERSTATE, &[6])],
-                ),
-            )]);
-            assert_eq!(piped_dump(d, bufs).0, "interrupted");
-            // The kernel's error, broken framing and a broken link mid-dump, with more
-            // datagrams still coming: the parser stops and so does the receiver.
-            let mut d = whole(20);
-            d[4] = datagram(&[message(NLMSG_ERROR, 0, SEQ, PORT, &(-105i32).to_ne_bytes())]);
-            assert_eq!(piped_dump(d, bufs).0, "bad dump from: errno 105");
-            let mut d = whole(20);
-            d[4] = datagram(&[vec![200, 0, 0, 0, 16, 0]]);
-            assert_eq!(piped_dump(d, bufs).0, "bad dump from: InvalidData");
-            let mut d = whole(20);
-            d[4] = datagram(&[message(RTM_NEWLINK, 2, SEQ, PORT, &[1, 2, 3])]);
-            assert_eq!(piped_dump(d, bufs).0, "bad dump from: InvalidData");
-            // A receive that fails, and a dump that stops without its end.
-            let mut d = whole(20);
-            d[7] = Err(io::ErrorKind::ConnectionReset.into());
-            assert_eq!(
-                piped_dump(d, bufs).0,
-                "cannot receive the dump from: ConnectionReset"
-            );
-            let mut d = whole(20);
-            d.pop();
-            assert_eq!(
-                piped_dump(d, bufs).0,
-                "cannot receive the dump from: TimedOut"
-            );
-            // A datagram longer than the buffer.
-            let mut d = whole(20);
-            d[3] = Ok(vec![0; 600]);
-            assert_eq!(piped_dump(d, bufs).0, "truncated 600");
-            // Datagrams of another dump are skipped.
-            let mut d = whole(2);
-            d.insert(
-                1,
-                datagram(&[message(NLMSG_DONE, 2, SEQ + 1, PORT, &[0; 4])]),
-            );
-            assert_eq!(piped_dump(d, bufs), ("complete".to_owned(), 4, bufs));
-        }
     }
 
     #[test]
