@@ -491,8 +491,7 @@ pub struct Reader {
     /// Shared with the thread that asks it.
     ethtool: Option<Arc<Mutex<sys::Ethtool>>>,
     asker: Option<Asker>,
-    /// The receive buffers, handed between the receiving and the parsing thread.
-    bufs: Vec<Vec<u8>>,
+    buf: Vec<u8>,
     seq: u32,
     masters: Masters,
 }
@@ -510,7 +509,7 @@ impl Reader {
             socket: None,
             ethtool: None,
             asker: None,
-            bufs: Vec::new(),
+            buf: Vec::new(),
             seq: 0,
             masters: Masters::default(),
         }
@@ -576,11 +575,8 @@ impl Reader {
             subject: "the netlink route socket".to_owned(),
             err,
         };
-        self.bufs.resize_with(RECV_BUFFERS, Vec::new);
-        for buf in &mut self.bufs {
-            if buf.len() < RECV_BUF {
-                buf.resize(RECV_BUF, 0);
-            }
+        if self.buf.len() < RECV_BUF {
+            self.buf.resize(RECV_BUF, 0);
         }
         for _ in 0..MAX_DUMP_ATTEMPTS {
             scan.begin();
@@ -594,7 +590,7 @@ impl Reader {
             let result = dump_once(
                 socket,
                 self.seq,
-                &mut self.bufs,
+                &mut self.buf,
                 statistics,
                 scan,
                 &keep,
@@ -612,9 +608,8 @@ impl Reader {
                             io::ErrorKind::InvalidData.into(),
                         ));
                     }
-                    for buf in &mut self.bufs {
-                        buf.resize(real.next_power_of_two().min(MAX_RECV_BUF), 0);
-                    }
+                    self.buf
+                        .resize(real.next_power_of_two().min(MAX_RECV_BUF), 0);
                 }
                 Err((what, err)) => {
                     // Whatever is still queued on the socket belongs to the failed dump.
@@ -882,14 +877,10 @@ impl Masters {
     }
 }
 
-/// One dump attempt. A second thread receives the datagrams while this one parses them, so
-/// that the kernel fills the next datagram (the dump's cost, which is the kernel's) while the
-/// last is parsed, rather than after; where that thread cannot be started, this one does both
-/// in turn.
 fn dump_once(
     socket: &sys::NetlinkSocket,
     seq: u32,
-    bufs: &mut Vec<Vec<u8>>,
+    buf: &mut [u8],
     statistics: bool,
     scan: &mut Scan,
     keep: &impl Fn(&[u8]) -> bool,
@@ -899,214 +890,23 @@ fn dump_once(
         .send(&dump_request(seq))
         .map_err(|e| ("cannot send a dump request on", e))?;
     masters.clear();
-    let mut parse = Parse {
-        seq,
-        portid: socket.portid,
-        statistics,
-        scan,
-        keep,
-        masters,
-        interrupted: false,
-    };
-    let pipe = Pipe::new(std::mem::take(bufs));
-    let outcome = thread::scope(|s| {
-        let receiver = thread::Builder::new()
-            .name("netlink".to_owned())
-            .stack_size(RECEIVER_STACK)
-            .spawn_scoped(s, || receive(socket, seq, &pipe));
-        if receiver.is_err() {
-            return parse.serially(socket, &pipe);
-        }
-        let outcome = parse.piped(&pipe);
-        // The receiver stops at the next datagram or buffer it waits for.
-        pipe.stop();
-        outcome
-    });
-    *bufs = pipe.into_buffers();
-    outcome
-}
-
-/// The receiving thread's stack: it only loops over `recvmsg`.
-const RECEIVER_STACK: usize = 64 * 1024;
-
-/// Receive buffers, each a datagram long: one being filled, one parsed, one spare.
-const RECV_BUFFERS: usize = 3;
-
-/// Buffers passed between the receiving and the parsing thread of a dump.
-struct Pipe {
-    state: Mutex<PipeState>,
-    changed: Condvar,
-}
-
-struct PipeState {
-    /// Received datagrams (or why none came), oldest first.
-    full: VecDeque<(Vec<u8>, io::Result<sys::Received>)>,
-    empty: Vec<Vec<u8>>,
-    /// Set by the parser when it needs no more; the receiver then ends.
-    stopped: bool,
-    /// Set by the receiver after it delivered the last datagram of the dump, or an error.
-    ended: bool,
-}
-
-impl Pipe {
-    fn new(empty: Vec<Vec<u8>>) -> Pipe {
-        Pipe {
-            state: Mutex::new(PipeState {
-                full: VecDeque::with_capacity(empty.len()),
-                empty,
-                stopped: false,
-                ended: false,
-            }),
-            changed: Condvar::new(),
-        }
-    }
-
-    /// An empty buffer to receive into; `None` once the parser stopped.
-    fn empty_buffer(&self) -> Option<Vec<u8>> {
-        let mut state = lock(&self.state);
-        loop {
-            if state.stopped {
-                return None;
-            }
-            if let Some(buf) = state.empty.pop() {
-                return Some(buf);
-            }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn deliver(&self, buf: Vec<u8>, got: io::Result<sys::Received>, last: bool) {
-        let mut state = lock(&self.state);
-        state.full.push_back((buf, got));
-        state.ended |= last;
-        self.changed.notify_all();
-    }
-
-    /// The oldest received datagram; `None` when the receiver ended without one more.
-    fn next_full(&self) -> Option<(Vec<u8>, io::Result<sys::Received>)> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(full) = state.full.pop_front() {
-                return Some(full);
-            }
-            if state.ended {
-                return None;
-            }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn give_back(&self, buf: Vec<u8>) {
-        lock(&self.state).empty.push(buf);
-        self.changed.notify_all();
-    }
-
-    fn stop(&self) {
-        lock(&self.state).stopped = true;
-        self.changed.notify_all();
-    }
-
-    fn into_buffers(self) -> Vec<Vec<u8>> {
-        let state = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut bufs = state.empty;
-        bufs.extend(state.full.into_iter().map(|(buf, _)| buf));
-        bufs
-    }
-}
-
-/// The receiving thread: datagrams into empty buffers until the one that ends the dump (or an
-/// error, or a datagram cut short), or until the parser stops.
-fn receive(socket: &sys::NetlinkSocket, seq: u32, pipe: &Pipe) {
-    while let Some(mut buf) = pipe.empty_buffer() {
-        let got = socket.recv(&mut buf);
-        // Whether this is the dump's last datagram is read from its headers only; broken
-        // framing ends it too, and the parser says why.
-        let last = match &got {
-            Err(_) => true,
-            Ok(got) if !got.from_kernel => false,
-            Ok(got) if got.truncated.is_some() => true,
-            Ok(got) => parse_datagram(&buf[..got.len], seq, socket.portid, |_| {})
-                .map_or(true, |datagram| datagram.done),
-        };
-        pipe.deliver(buf, got, last);
-        if last {
-            return;
-        }
-    }
-}
-
-/// Where a dump's datagrams are parsed to.
-struct Parse<'a, K> {
-    seq: u32,
-    portid: u32,
-    statistics: bool,
-    scan: &'a mut Scan,
-    keep: &'a K,
-    masters: &'a mut Masters,
-    interrupted: bool,
-}
-
-impl<K: Fn(&[u8]) -> bool> Parse<'_, K> {
-    /// Parses what the receiving thread delivers, until the dump ends.
-    fn piped(&mut self, pipe: &Pipe) -> Result<Outcome, (&'static str, io::Error)> {
-        loop {
-            let Some((buf, got)) = pipe.next_full() else {
-                return Err((
-                    "the dump ended early on",
-                    io::ErrorKind::UnexpectedEof.into(),
-                ));
-            };
-            let step = self.datagram(&buf, got);
-            pipe.give_back(buf);
-            if let Some(outcome) = step? {
-                return Ok(outcome);
-            }
-        }
-    }
-
-    /// Receives and parses in turn, until the dump ends.
-    fn serially(
-        &mut self,
-        socket: &sys::NetlinkSocket,
-        pipe: &Pipe,
-    ) -> Result<Outcome, (&'static str, io::Error)> {
-        let Some(mut buf) = pipe.empty_buffer() else {
-            return Err(("no buffer for", io::ErrorKind::OutOfMemory.into()));
-        };
-        let outcome = loop {
-            let got = socket.recv(&mut buf);
-            match self.datagram(&buf, got) {
-                Ok(None) => {}
-                Ok(Some(outcome)) => break Ok(outcome),
-                Err(e) => break Err(e),
-            }
-        };
-        pipe.give_back(buf);
-        outcome
-    }
-
-    /// Parses one received datagram: `Some` when it ended the dump.
-    fn datagram(
-        &mut self,
-        buf: &[u8],
-        got: io::Result<sys::Received>,
-    ) -> Result<Option<Outcome>, (&'static str, io::Error)> {
-        let got = got.map_err(|e| ("cannot receive the dump from", e))?;
+    let mut interrupted = false;
+    loop {
+        let got = socket
+            .recv(buf)
+            .map_err(|e| ("cannot receive the dump from", e))?;
         if !got.from_kernel {
-            return Ok(None);
+            continue;
         }
         if let Some(real) = got.truncated {
-            return Ok(Some(Outcome::Truncated(real)));
+            return Ok(Outcome::Truncated(real));
         }
         let mut failed = None;
-        let datagram = parse_datagram(&buf[..got.len], self.seq, self.portid, |payload| {
+        let datagram = parse_datagram(&buf[..got.len], seq, socket.portid, |payload| {
             if failed.is_some() {
                 return;
             }
-            if let Err(e) = self
-                .masters
-                .link(payload, self.statistics, self.scan, self.keep)
-            {
+            if let Err(e) = masters.link(payload, statistics, scan, keep) {
                 failed = Some(e);
             }
         })
@@ -1114,16 +914,15 @@ impl<K: Fn(&[u8]) -> bool> Parse<'_, K> {
         if let Some(e) = failed {
             return Err(("bad dump from", e.into_io()));
         }
-        self.interrupted |= datagram.interrupted;
-        if !datagram.done {
-            return Ok(None);
+        interrupted |= datagram.interrupted;
+        if datagram.done {
+            masters.resolve(&mut scan.interfaces);
+            return Ok(if interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::Complete
+            });
         }
-        self.masters.resolve(&mut self.scan.interfaces);
-        Ok(Some(if self.interrupted {
-            Outcome::Interrupted
-        } else {
-            Outcome::Complete
-        }))
     }
 }
 
