@@ -24,12 +24,12 @@
 //! | `src/format.rs` | the two exposition formats and the choice between them from `Accept` | never panics on any input; what it cannot read means the text format |
 //! | `src/source.rs` | the `Source` enum over sysfs and netlink; filtering and sorting; the start-up choice of `auto` | a scan handed out is sorted and holds only wanted interfaces |
 //! | `src/since.rs` | the last-change times: the tracker shared by the scans, the link-event watcher thread and its resync | holds entries only for interfaces that exist; never stamps a change it did not see |
-//! | `src/netlink.rs` | the `RTM_GETLINK` request and the parser of its replies and of link notifications (pure functions over bytes), the netlink reader | never panics on any input; never hands out a dump that did not end in `NLMSG_DONE` |
+//! | `src/netlink.rs` | the `RTM_GETLINK` request and the parser of its replies and of link notifications (pure functions over bytes), the netlink reader and the thread that asks ethtool for it | never panics on any input; never hands out a dump that did not end in `NLMSG_DONE`; speed and duplex reach a scan only through `Scan::settle` |
 //! | `src/netlink_abi.rs` | the rtnetlink and ethtool numbers the netlink source, `sys` and the benchmark's floor share | std only and constants only, so a program outside the crate can include it |
 //! | `src/sysfs.rs` | `class/net` into `Vec<Interface>`, the value parsers | never reads outside its root; never panics on file content; never blocks on a non-sysfs file |
 //! | `src/sysfs_files.rs` | the attribute files a default sysfs scan reads, in order; the benchmark's floor includes it | std only, so a program outside the crate can include it |
-//! | `src/model.rs` | `Interface`, `OperState`, the `Scan`, the filter `Options`; the statistics counters and link type names both sources share | imports nothing of ours but `glob`; knows no source, no renderer, no IO |
-//! | `src/metrics.rs` | the family table; interfaces into text format 0.0.4 and OpenMetrics 1.0.0 | output is always valid exposition: escaped, UTF-8, integers printed from integers |
+//! | `src/model.rs` | `Interface`, `OperState`, the `Scan` (and the work a source leaves running to complete it), the filter `Options`; the statistics counters and link type names both sources share | imports nothing of ours but `glob`; knows no source, no renderer, no IO |
+//! | `src/metrics.rs` | the family table; interfaces into text format 0.0.4 and OpenMetrics 1.0.0; the body `Writer` | output is always valid exposition: escaped, UTF-8, integers printed from integers; a scan is settled before the first family that reads speed or duplex |
 //! | `src/page.rs` | the HTML status page at `/`, its columns from the family table | every sysfs value is HTML-escaped |
 //! | `src/glob.rs` | `--interfaces.include/exclude` patterns | matching is linear, never exponential |
 //! | `src/log.rs` | logfmt lines on stderr through a bounded queue and one logger thread; the rate limit | never blocks a caller on stderr; one write per line, so threads never interleave |
@@ -58,11 +58,13 @@
 //! source a scan opens the root, lists `class/net` beneath it, opens each interface directory
 //! once with `O_PATH` beneath the root and reads each attribute of [`sysfs_files::Attr`]
 //! beneath that with one `openat2`, one `read` and one `close` (a resource failure on the way
-//! answers 503); with the netlink source it is one `RTM_GETLINK` dump plus an ethtool call per
-//! interface that is up. The finished scan is a generation shared by every request that
-//! joined; each renders (or finds rendered) the body of its format ([`format::negotiate`]
-//! picks it), walking [`metrics::FAMILIES`] in order, and writes the head and the shared body
-//! with one `writev`.
+//! answers 503); with the netlink source it is one `RTM_GETLINK` dump, and an ethtool call per
+//! interface that is up, which the reader's asker thread makes while the scan goes on (the
+//! scan is *settled*, `model::Scan::settle`, just before the first family that needs them).
+//! The finished scan is a generation shared by every request that joined; each renders (or
+//! finds rendered) the body of its format ([`format::negotiate`] picks it), walking
+//! [`metrics::FAMILIES`] in order into the last body's buffer, and writes the head and the
+//! shared body with one `writev`.
 //!
 //! # How to add a metric
 //!
@@ -74,8 +76,9 @@
 //!    else in this list.
 //! 2. Add one entry to [`metrics::FAMILIES`] where it should be written (never before
 //!    `interface_status`, the seed's first lines): name, type, unit, the getter from an
-//!    `Interface`, the help text, and, to show it on the status page, a `column`. Both
-//!    formats and the page follow from that entry.
+//!    `Interface`, the help text, and, to show it on the status page, a `column`; if its getter
+//!    reads speed or duplex (which the netlink source may still be asking ethtool for), set
+//!    `link_settings`. Both formats and the page follow from that entry.
 //! 3. Add its row to the README's metrics table; `readme::the_metrics_tables_are_the_family_table`
 //!    fails until the name, type and unit there match the entry.
 //! 4. Refresh the expectations that must see it: the golden files (`UPDATE_GOLDEN=1 cargo test

@@ -273,7 +273,7 @@ pub trait Out {
 
 impl Out for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
+        model::append(self, bytes);
     }
 }
 
@@ -332,7 +332,7 @@ impl Out for Writer {
             self.buf
                 .resize(end.max(self.buf.len().saturating_mul(2)), 0);
         }
-        copy(&mut self.buf[self.len..end], bytes);
+        model::copy(&mut self.buf[self.len..end], bytes);
         self.len = end;
     }
 
@@ -344,72 +344,6 @@ impl Out for Writer {
             self.len += 1;
         }
     }
-}
-
-/// `dst.copy_from_slice(src)`, but a piece of up to 64 bytes goes as two to eight moves of eight
-/// bytes (or two of four, or single bytes) that overlap as needed, which the compiler inlines.
-#[inline(always)]
-fn copy(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
-        }
-        4..=7 => {
-            let (head, tail) = (word4(src, 0), word4(src, n - 4));
-            dst[..4].copy_from_slice(&head);
-            dst[n - 4..n].copy_from_slice(&tail);
-        }
-        8..=16 => {
-            let (head, tail) = (word8(src, 0), word8(src, n - 8));
-            dst[..8].copy_from_slice(&head);
-            dst[n - 8..n].copy_from_slice(&tail);
-        }
-        17..=32 => {
-            let words = [
-                word8(src, 0),
-                word8(src, 8),
-                word8(src, n - 16),
-                word8(src, n - 8),
-            ];
-            dst[..8].copy_from_slice(&words[0]);
-            dst[8..16].copy_from_slice(&words[1]);
-            dst[n - 16..n - 8].copy_from_slice(&words[2]);
-            dst[n - 8..n].copy_from_slice(&words[3]);
-        }
-        33..=64 => {
-            let words = [
-                word8(src, 0),
-                word8(src, 8),
-                word8(src, 16),
-                word8(src, 24),
-                word8(src, n - 32),
-                word8(src, n - 24),
-                word8(src, n - 16),
-                word8(src, n - 8),
-            ];
-            for (at, word) in [0, 8, 16, 24].into_iter().zip(&words[..4]) {
-                dst[at..at + 8].copy_from_slice(word);
-            }
-            for (at, word) in [n - 32, n - 24, n - 16, n - 8].into_iter().zip(&words[4..]) {
-                dst[at..at + 8].copy_from_slice(word);
-            }
-        }
-        _ => dst.copy_from_slice(src),
-    }
-}
-
-/// The four bytes of `src` at `at`.
-fn word4(src: &[u8], at: usize) -> [u8; 4] {
-    u32::from_ne_bytes(src[at..at + 4].try_into().unwrap_or_default()).to_ne_bytes()
-}
-
-/// The eight bytes of `src` at `at`.
-fn word8(src: &[u8], at: usize) -> [u8; 8] {
-    u64::from_ne_bytes(src[at..at + 8].try_into().unwrap_or_default()).to_ne_bytes()
 }
 
 /// Counts what would be written: the first of two rendering passes, which gives a streamed

@@ -21,7 +21,7 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
-use crate::model::{Interface, OperState, Options, Scan, ScanError, STATISTICS};
+use crate::model::{self, Interface, OperState, Options, Scan, ScanError, STATISTICS};
 use crate::netlink_abi::*;
 use crate::sys;
 
@@ -298,7 +298,7 @@ pub fn parse_link(
                 let name = until_nul(value);
                 named = !name.is_empty();
                 iface.name.clear();
-                iface.name.extend_from_slice(name);
+                model::append(&mut iface.name, name);
                 // An empty name is counted once, below, with a missing one.
                 true
             }
@@ -320,7 +320,7 @@ pub fn parse_link(
             }
             IFLA_IFALIAS => {
                 iface.ifalias.clear();
-                iface.ifalias.extend_from_slice(until_nul(value));
+                model::append(&mut iface.ifalias, until_nul(value));
                 true
             }
             IFLA_STATS64 => match &mut iface.statistics {
@@ -352,7 +352,7 @@ pub fn parse_link(
             IFLA_LINKINFO => match link_kind(value) {
                 Some(kind) => {
                     iface.kind.clear();
-                    iface.kind.extend_from_slice(kind);
+                    model::append(&mut iface.kind, kind);
                     true
                 }
                 None => false,
@@ -378,7 +378,7 @@ pub fn parse_link(
     if state == OperState::Other {
         *errors += 1;
     }
-    iface.operstate.extend_from_slice(state.name().as_bytes());
+    model::append(&mut iface.operstate, state.name().as_bytes());
     // sysfs answers `carrier` only while the interface is up (EINVAL otherwise).
     iface.carrier = carrier.filter(|_| up).map(|c| c != 0);
     Ok(true)
@@ -777,7 +777,7 @@ fn settle(interfaces: &mut [Box<Interface>], mut answers: Answers, errors: &mut 
                     Ok(speed) => iface.speed_mbps = speed,
                     Err(()) => *errors += 1,
                 }
-                iface.duplex.extend_from_slice(duplex_name(settings.duplex));
+                model::append(&mut iface.duplex, duplex_name(settings.duplex));
             }
             Err(e) if ethtool_no_value(e) => {}
             Err(e) => {
@@ -833,7 +833,7 @@ impl Masters {
         ) {
             Ok(true) => {
                 let start = self.names.len();
-                self.names.extend_from_slice(&iface.name);
+                model::append(&mut self.names, &iface.name);
                 let ifindex = iface.ifindex.unwrap_or(0) as u32;
                 self.index.push((ifindex, start, self.names.len()));
                 if keep(&iface.name) {
@@ -871,7 +871,7 @@ impl Masters {
             let (_, start, end) = self.index[i];
             if let Some(iface) = interfaces.get_mut(at) {
                 iface.master.clear();
-                iface.master.extend_from_slice(&self.names[start..end]);
+                model::append(&mut iface.master, &self.names[start..end]);
             }
         }
     }
