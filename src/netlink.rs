@@ -743,7 +743,7 @@ impl Query {
             name: [0; IFNAMSIZ],
             len,
         };
-        query.name[..len].copy_from_slice(&name[..len]);
+        model::copy(&mut query.name[..len], &name[..len]);
         query
     }
 }

@@ -128,7 +128,10 @@ pub fn check(kind: Kind, root: &Path) -> Result<(), Unready> {
 /// Drops the interfaces the options do not want and sorts the rest by name. The readers may
 /// skip unwanted interfaces early to save reads; this is where the rule is applied.
 fn finish(opts: &Options, scan: &mut Scan) {
-    scan.keep_only(|name| opts.wants(name));
+    // Without patterns every name is wanted: not looking at each saves a pass over them.
+    if !(opts.include.is_empty() && opts.exclude.is_empty()) {
+        scan.keep_only(|name| opts.wants(name));
+    }
     scan.sort_by_name();
 }
 
