@@ -266,6 +266,12 @@ pub fn all_families() -> impl Iterator<Item = &'static Family> {
 pub trait Out {
     fn put(&mut self, bytes: &[u8]);
 
+    /// Appends `padded[..len]`, where `padded` goes on for at least [`PAD`] bytes past
+    /// `len`'s usual sizes: a writer may copy a whole [`PAD`] bytes and keep `len`.
+    fn put_padded(&mut self, padded: &[u8], len: usize) {
+        self.put(&padded[..len]);
+    }
+
     fn byte(&mut self, b: u8) {
         self.put(&[b]);
     }
@@ -336,6 +342,25 @@ impl Out for Writer {
         self.len = end;
     }
 
+    /// One copy of a fixed [`PAD`] bytes, which the compiler makes four moves: a sample's
+    /// pieces (its family's name, the interface's label, its number) come from buffers padded
+    /// for it, and most are shorter than that.
+    #[inline]
+    fn put_padded(&mut self, padded: &[u8], len: usize) {
+        let (Some(piece), true) = (padded.first_chunk::<PAD>(), len <= PAD) else {
+            self.put(&padded[..len]);
+            return;
+        };
+        if self.len + PAD > self.buf.len() {
+            let room = (self.len + PAD).max(self.buf.len().saturating_mul(2));
+            self.buf.resize(room, 0);
+        }
+        if let Some(dst) = self.buf[self.len..].first_chunk_mut::<PAD>() {
+            *dst = *piece;
+        }
+        self.len += len;
+    }
+
     fn byte(&mut self, b: u8) {
         if self.len == self.buf.len() {
             self.put(&[b]);
@@ -378,6 +403,8 @@ pub fn render_interfaces(scan: &mut Scan, statistics: bool, format: Format, out:
         names.extend_from_slice(CLOSE);
         ranges.push((start, names.len()));
     }
+    // Every piece is followed by at least PAD bytes for `put_padded`.
+    names.extend_from_slice(&[0; PAD]);
     let counters: &[Family] = if statistics { &STATISTIC_FAMILIES } else { &[] };
     let mut head = Vec::new();
     for family in FAMILIES.iter().chain(counters) {
@@ -388,14 +415,31 @@ pub fn render_interfaces(scan: &mut Scan, statistics: bool, format: Format, out:
         head.clear();
         head.extend_from_slice(family.name.as_bytes());
         head.extend_from_slice(b"{interface=\"");
+        let head_len = head.len();
+        head.extend_from_slice(&[0; PAD]);
         let labelled = scan
             .interfaces
             .iter()
             .zip(&ranges)
-            .map(|(i, &(start, end))| (&**i, &names[start..end]));
-        samples(out, family, &head, labelled);
+            .map(|(i, &(start, end))| (&**i, Piece(&names[start..], end - start)));
+        samples(out, family, Piece(&head, head_len), labelled);
     }
     scan.settle();
+}
+
+/// A piece of a sample: its bytes are the first `.1` of `.0`, which goes on for [`PAD`] more.
+#[derive(Clone, Copy)]
+struct Piece<'a>(&'a [u8], usize);
+
+impl Piece<'_> {
+    fn put(self, out: &mut impl Out) {
+        out.put_padded(self.0, self.1);
+    }
+
+    /// The piece without its last `n` bytes.
+    fn shorter(self, n: usize) -> Self {
+        Piece(self.0, self.1 - n)
+    }
 }
 
 /// What closes the labels of a sample that has no others than `interface`.
@@ -406,16 +450,15 @@ const CLOSE: &[u8] = b"\"} ";
 fn samples<'a>(
     out: &mut impl Out,
     family: &Family,
-    head: &[u8],
-    labelled: impl Iterator<Item = (&'a Interface, &'a [u8])>,
+    head: Piece<'_>,
+    labelled: impl Iterator<Item = (&'a Interface, Piece<'a>)>,
 ) {
-    let name = |label: &[u8]| label.len() - CLOSE.len();
     match family.value {
         Value::Number(get) => {
             for (i, label) in labelled {
                 if let Some(v) = get(i) {
-                    out.put(head);
-                    out.put(label);
+                    head.put(out);
+                    label.put(out);
                     push_u64_line(out, v);
                 }
             }
@@ -423,8 +466,8 @@ fn samples<'a>(
         Value::Statistic(_) => {
             for (i, label) in labelled {
                 if let Some(v) = family.value.of(i) {
-                    out.put(head);
-                    out.put(label);
+                    head.put(out);
+                    label.put(out);
                     push_u64_line(out, v);
                 }
             }
@@ -432,8 +475,8 @@ fn samples<'a>(
         Value::Millis(get) => {
             for (i, label) in labelled {
                 if let Some(ms) = get(i) {
-                    out.put(head);
-                    out.put(label);
+                    head.put(out);
+                    label.put(out);
                     push_millis(out, ms);
                     out.byte(b'\n');
                 }
@@ -453,13 +496,15 @@ fn samples<'a>(
                     *range = (start, tails.len());
                 }
             }
+            tails.extend_from_slice(&[0; PAD]);
             for (i, label) in labelled {
                 let oper = i.oper();
+                let name = label.shorter(CLOSE.len());
                 for (&state, ranges) in OperState::ALL.iter().zip(&ranges) {
                     let (start, end) = ranges[usize::from(oper == state)];
-                    out.put(head);
-                    out.put(&label[..name(label)]);
-                    out.put(&tails[start..end]);
+                    head.put(out);
+                    name.put(out);
+                    Piece(&tails[start..], end - start).put(out);
                 }
             }
         }
@@ -484,8 +529,8 @@ fn samples<'a>(
                     (b"\",kind=\"", &i.kind),
                     (b"\",master=\"", &i.master),
                 ];
-                out.put(head);
-                out.put(&label[..name(label)]);
+                head.put(out);
+                label.shorter(CLOSE.len()).put(out);
                 for (label, v) in labels {
                     out.put(label);
                     push_escaped(out, v);
@@ -670,10 +715,13 @@ pub fn push_u64(out: &mut impl Out, v: u64) {
 
 /// Appends the decimal digits of `v` and a newline, in one piece: a sample's end.
 fn push_u64_line(out: &mut impl Out, v: u64) {
-    let mut line = [b'\n'; 21];
+    let mut line = [b'\n'; 21 + PAD];
     let start = digits_before(v, &mut line, 20);
-    out.put(&line[start..]);
+    out.put_padded(&line[start..], 21 - start);
 }
+
+/// Bytes a padded piece goes on for (see [`Out::put_padded`]).
+pub const PAD: usize = 64;
 
 /// The decimal digits of `v`, written at the end of `digits` (20 hold `u64::MAX`).
 fn decimal(v: u64, digits: &mut [u8; 20]) -> &[u8] {
@@ -925,6 +973,25 @@ mod tests {
             .contains("interface_last_change_timestamp_seconds{interface=\"a\"} 1732854712.345\n"));
         assert!(text.contains("interface_last_change_timestamp_seconds{interface=\"b\"} 0.007\n"));
         assert!(!text.contains("interface_last_change_timestamp_seconds{interface=\"c\"}"));
+    }
+
+    #[test]
+    fn padded_pieces_write_only_their_bytes() {
+        let source: Vec<u8> = (0..=255u8).cycle().take(400).collect();
+        // A writer with no room at first, so that it grows on the way.
+        let mut writer = Writer::over(Vec::new(), 0).unwrap_or_else(|| Writer::from(Vec::new()));
+        let mut expected = Vec::new();
+        for len in (0..=PAD + 1).chain([200]) {
+            let at = len % 7;
+            writer.put_padded(&source[at..], len);
+            expected.extend_from_slice(&source[at..at + len]);
+            // A piece without its padding goes the ordinary way.
+            writer.put_padded(&source[at..at + len], len);
+            expected.extend_from_slice(&source[at..at + len]);
+            writer.byte(b'|');
+            expected.push(b'|');
+        }
+        assert_eq!(writer.bytes(), expected);
     }
 
     #[test]
