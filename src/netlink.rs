@@ -709,7 +709,7 @@ fn serve(queue: &Queue, ethtool: &Mutex<sys::Ethtool>) {
 }
 
 impl Reply {
-    /// Waits for the answers; a second call has none.
+    /// Waits for the answers and takes them: called once, by the scan's settle.
     fn wait(&self) -> Answers {
         let mut answers = lock(&self.answers);
         loop {
@@ -1639,6 +1639,60 @@ mod tests {
             if end {
                 return Ok(datagrams);
             }
+        }
+    }
+
+    #[test]
+    fn the_asker_thread_answers_as_asking_in_line_does() -> Result<(), io::Error> {
+        let mut scan = Scan::default();
+        Reader::new()
+            .dump(false, &mut scan, |_| true)
+            .map_err(|e| e.err)?;
+        let queries = || -> Vec<Query> {
+            scan.interfaces
+                .iter()
+                .filter(|i| i.admin_up == Some(true))
+                .map(|i| Query::new(i.ifindex.unwrap_or(0), &i.name))
+                .collect()
+        };
+        assert!(
+            !queries().is_empty(),
+            "nothing up here (not even lo) to ask about"
+        );
+        let seen = |answers: Answers| -> Vec<(u64, Result<(u32, u8), Option<i32>>)> {
+            answers
+                .into_iter()
+                .map(|(n, a)| {
+                    (
+                        n,
+                        a.map(|s| (s.speed, s.duplex)).map_err(|e| e.raw_os_error()),
+                    )
+                })
+                .collect()
+        };
+        let ethtool = Arc::new(Mutex::new(sys::Ethtool::open()?));
+        let in_line = seen(ask(&ethtool, queries()));
+        let asker = Asker::start(Arc::clone(&ethtool))?;
+        // Two scans' questions queued at once, answered in turn.
+        let (first, second) = (asker.ask(queries()), asker.ask(queries()));
+        assert_eq!(seen(second.wait()), in_line);
+        assert_eq!(seen(first.wait()), in_line);
+        // The reader going ends the thread, which then lets go of the socket.
+        drop(asker);
+        wait_until(|| Arc::strong_count(&ethtool) == 1);
+        Ok(())
+    }
+
+    /// Polls `done` every millisecond for up to ten seconds.
+    #[track_caller]
+    fn wait_until(done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not done in ten seconds"
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
