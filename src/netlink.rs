@@ -1659,7 +1659,9 @@ mod tests {
             !queries().is_empty(),
             "nothing up here (not even lo) to ask about"
         );
-        let seen = |answers: Answers| -> Vec<(u64, Result<(u32, u8), Option<i32>>)> {
+        // By ifindex: speed and duplex, or the errno.
+        type Seen = Vec<(u64, Result<(u32, u8), Option<i32>>)>;
+        let seen = |answers: Answers| -> Seen {
             answers
                 .into_iter()
                 .map(|(n, a)| {
