@@ -485,13 +485,19 @@ fn ethtool_no_value(err: &io::Error) -> bool {
     )
 }
 
-/// Reads interfaces with netlink dumps, reusing its socket and buffer from scan to scan.
+/// Reads interfaces with netlink dumps, reusing its socket and buffers from scan to scan.
 pub struct Reader {
-    socket: Option<sys::NetlinkSocket>,
-    /// Shared with the thread that asks it.
+    /// Shared with the helper while it receives a dump.
+    socket: Option<Arc<sys::NetlinkSocket>>,
+    /// Shared with the helper while it asks.
     ethtool: Option<Arc<Mutex<sys::Ethtool>>>,
-    asker: Option<Asker>,
-    buf: Vec<u8>,
+    helper: Option<Helper>,
+    /// Receive buffers, each `buf_len` long: one for a dump received in turn, up to
+    /// `RECV_BUFFERS` for one received by the helper.
+    bufs: Vec<Vec<u8>>,
+    buf_len: usize,
+    /// Datagrams in the last complete dump, which says whether the next is worth the helper.
+    last_datagrams: usize,
     seq: u32,
     masters: Masters,
 }
@@ -508,8 +514,10 @@ impl Reader {
         Reader {
             socket: None,
             ethtool: None,
-            asker: None,
-            buf: Vec::new(),
+            helper: None,
+            bufs: Vec::new(),
+            buf_len: RECV_BUF,
+            last_datagrams: 0,
             seq: 0,
             masters: Masters::default(),
         }
@@ -517,18 +525,16 @@ impl Reader {
 
     /// Reads every interface into `scan`, with speed and duplex for the running ones.
     ///
-    /// Those take one ethtool ioctl each, a tenth of a scrape at a thousand interfaces. They
-    /// are asked on a thread of their own, which the scan leaves running ([`Scan::defer`]):
-    /// the families that do not need them are rendered meanwhile. Where that thread cannot
-    /// be started, they are asked here.
+    /// Those take one ethtool ioctl each, a tenth of a scrape at a thousand interfaces. The
+    /// helper asks them, and the scan leaves that running ([`Scan::defer`]): the families
+    /// that do not need them are rendered meanwhile. Where the helper cannot be started, they
+    /// are asked here.
     pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         self.dump(opts.statistics, scan, |name| opts.wants(name))?;
-        let queries: Vec<Query> = scan
-            .interfaces
-            .iter()
-            .filter(|iface| iface.admin_up == Some(true))
-            .map(|iface| Query::new(iface.ifindex.unwrap_or(0), &iface.name))
-            .collect();
+        let up = || scan.interfaces.iter().filter(|i| i.admin_up == Some(true));
+        // Counted first: grown as collected, the vector took three allocations.
+        let mut queries = Vec::with_capacity(up().count());
+        queries.extend(up().map(|i| Query::new(i.ifindex.unwrap_or(0), &i.name)));
         if queries.is_empty() {
             return Ok(());
         }
@@ -543,13 +549,11 @@ impl Reader {
                 Arc::clone(self.ethtool.insert(Arc::new(Mutex::new(opened))))
             }
         };
-        if self.asker.is_none() {
-            // Tried again by later scans while it fails (a thread limit, say).
-            self.asker = Asker::start(Arc::clone(&ethtool)).ok();
-        }
-        match &self.asker {
-            Some(asker) => {
-                let reply = asker.ask(queries);
+        match self.helper() {
+            Some(helper) => {
+                let reply = Arc::new(Reply::default());
+                let answered = Arc::clone(&reply);
+                helper.run(move || answered.put(ask(&ethtool, queries)));
                 scan.defer(move |scan| {
                     settle(&mut scan.interfaces, reply.wait(), &mut scan.errors);
                 });
@@ -560,6 +564,15 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// The helper thread, started by the first scan that has work for it and kept; while it
+    /// cannot be started (a thread limit, say), each later scan tries again.
+    fn helper(&mut self) -> Option<&Helper> {
+        if self.helper.is_none() {
+            self.helper = Helper::start().ok();
+        }
+        self.helper.as_ref()
     }
 
     /// One complete, consistent dump into `scan` (interfaces whose name `keep` refuses are
@@ -575,29 +588,42 @@ impl Reader {
             subject: "the netlink route socket".to_owned(),
             err,
         };
-        if self.buf.len() < RECV_BUF {
-            self.buf.resize(RECV_BUF, 0);
-        }
         for _ in 0..MAX_DUMP_ATTEMPTS {
             scan.begin();
-            if self.socket.is_none() {
-                self.socket = Some(sys::NetlinkSocket::open().map_err(|e| fail("cannot open", e))?);
-            }
-            let Some(socket) = &self.socket else {
-                continue;
+            let socket = match &self.socket {
+                Some(socket) => Arc::clone(socket),
+                None => {
+                    let opened = sys::NetlinkSocket::open().map_err(|e| fail("cannot open", e))?;
+                    Arc::clone(self.socket.insert(Arc::new(opened)))
+                }
             };
             self.seq = self.seq.wrapping_add(1);
-            let result = dump_once(
-                socket,
-                self.seq,
-                &mut self.buf,
+            // A long dump is received by the helper while this thread parses it.
+            let piped = self.last_datagrams >= PIPE_MIN_DATAGRAMS && self.helper().is_some();
+            let helper = self.helper.as_ref().filter(|_| piped);
+            let mut dump = Dump {
+                seq: self.seq,
+                portid: socket.portid,
                 statistics,
                 scan,
-                &keep,
-                &mut self.masters,
-            );
+                keep: &keep,
+                masters: &mut self.masters,
+                interrupted: false,
+                datagrams: 0,
+            };
+            let result = dump.request(&socket).and_then(|()| match helper {
+                Some(helper) => {
+                    let recv = move |buf: &mut [u8]| socket.recv(buf);
+                    dump.piped(recv, helper, &mut self.bufs, self.buf_len)
+                }
+                None => dump.in_turn(&socket, &mut self.bufs, self.buf_len),
+            });
+            let datagrams = dump.datagrams;
             match result {
-                Ok(Outcome::Complete) => return Ok(()),
+                Ok(Outcome::Complete) => {
+                    self.last_datagrams = datagrams;
+                    return Ok(());
+                }
                 Ok(Outcome::Interrupted) => {}
                 Ok(Outcome::Truncated(real)) => {
                     // The rest of that dump is still queued: start afresh on a new socket.
@@ -608,8 +634,8 @@ impl Reader {
                             io::ErrorKind::InvalidData.into(),
                         ));
                     }
-                    self.buf
-                        .resize(real.next_power_of_two().min(MAX_RECV_BUF), 0);
+                    self.buf_len = real.next_power_of_two().min(MAX_RECV_BUF);
+                    self.bufs.clear();
                 }
                 Err((what, err)) => {
                     // Whatever is still queued on the socket belongs to the failed dump.
@@ -632,14 +658,17 @@ enum Outcome {
     Truncated(usize),
 }
 
-/// The stack of the thread that asks ethtool: it only loops over ioctls.
-const ASKER_STACK: usize = 64 * 1024;
+/// The stack of the helper thread: it only loops over system calls.
+const HELPER_STACK: usize = 64 * 1024;
 
-/// The thread that asks ethtool the questions of each scan, started by the first scan that
-/// has any and kept: a thread started per scan cost a tenth of a millisecond.
-struct Asker {
+/// A thread the reader keeps for the work a scan can leave to it: receiving a long dump while
+/// the scan's thread parses it, and asking ethtool while the scan is rendered. A thread
+/// started per scan cost a tenth of a millisecond. Jobs run in the order given.
+struct Helper {
     queue: Arc<Queue>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -649,66 +678,76 @@ struct Queue {
 
 #[derive(Default)]
 struct Jobs {
-    waiting: VecDeque<(Vec<Query>, Arc<Reply>)>,
+    waiting: VecDeque<Job>,
+    /// The thread waits for a job: only then does a new one need a wake-up.
+    idle: bool,
     /// Set when the reader goes: the thread ends.
     closed: bool,
 }
 
-/// Where the answers to one scan's questions arrive.
-#[derive(Default)]
-struct Reply {
-    answers: Mutex<Option<Answers>>,
-    ready: Condvar,
-}
-
-impl Asker {
-    fn start(ethtool: Arc<Mutex<sys::Ethtool>>) -> io::Result<Asker> {
+impl Helper {
+    fn start() -> io::Result<Helper> {
         let queue = Arc::new(Queue::default());
         let serving = Arc::clone(&queue);
         thread::Builder::new()
-            .name("ethtool".to_owned())
-            .stack_size(ASKER_STACK)
-            .spawn(move || serve(&serving, &ethtool))?;
-        Ok(Asker { queue })
+            .name("netlink-helper".to_owned())
+            .stack_size(HELPER_STACK)
+            .spawn(move || serve(&serving))?;
+        Ok(Helper { queue })
     }
 
-    fn ask(&self, queries: Vec<Query>) -> Arc<Reply> {
-        let reply = Arc::new(Reply::default());
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
         let mut jobs = lock(&self.queue.jobs);
-        jobs.waiting.push_back((queries, Arc::clone(&reply)));
-        self.queue.more.notify_one();
-        reply
+        jobs.waiting.push_back(Box::new(job));
+        let idle = jobs.idle;
+        // Woken after the lock is let go, which it would otherwise wait for at once.
+        drop(jobs);
+        if idle {
+            self.queue.more.notify_one();
+        }
     }
 }
 
-impl Drop for Asker {
+impl Drop for Helper {
     fn drop(&mut self) {
         lock(&self.queue.jobs).closed = true;
         self.queue.more.notify_one();
     }
 }
 
-/// The asker's loop: each job's queries in turn, until the reader goes.
-fn serve(queue: &Queue, ethtool: &Mutex<sys::Ethtool>) {
+/// The helper's loop: each job in turn, until the reader goes.
+fn serve(queue: &Queue) {
     loop {
         let mut jobs = lock(&queue.jobs);
-        let (queries, reply) = loop {
+        let job = loop {
             if let Some(job) = jobs.waiting.pop_front() {
                 break job;
             }
             if jobs.closed {
                 return;
             }
+            jobs.idle = true;
             jobs = queue.more.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            jobs.idle = false;
         };
         drop(jobs);
-        let answers = ask(ethtool, queries);
-        *lock(&reply.answers) = Some(answers);
-        reply.ready.notify_all();
+        job();
     }
 }
 
+/// Where the answers to one scan's ethtool questions arrive.
+#[derive(Default)]
+struct Reply {
+    answers: Mutex<Option<Answers>>,
+    ready: Condvar,
+}
+
 impl Reply {
+    fn put(&self, answers: Answers) {
+        *lock(&self.answers) = Some(answers);
+        self.ready.notify_all();
+    }
+
     /// Waits for the answers and takes them: called once, by the scan's settle.
     fn wait(&self) -> Answers {
         let mut answers = lock(&self.answers);
@@ -877,32 +916,118 @@ impl Masters {
     }
 }
 
-fn dump_once(
-    socket: &sys::NetlinkSocket,
+/// Dumps at least this long, in datagrams of about 28 interfaces, are received by the helper
+/// while the scan's thread parses them. Below it, the hand-offs would cost more than the parse
+/// they hide (and the buffers more memory): a host with a few interfaces dumps in two.
+const PIPE_MIN_DATAGRAMS: usize = 8;
+
+/// Receive buffers of a dump the helper receives: a batch being parsed and the next filled.
+const RECV_BUFFERS: usize = 6;
+
+/// Datagrams the parser takes at once (fewer at the dump's end). Each hand-off costs two
+/// system calls, a wake-up and a wait; a thousand interfaces come in about forty datagrams.
+const BATCH: usize = 4;
+
+/// One dump attempt, parsed into a scan as its datagrams arrive.
+struct Dump<'a, K> {
     seq: u32,
-    buf: &mut [u8],
+    portid: u32,
     statistics: bool,
-    scan: &mut Scan,
-    keep: &impl Fn(&[u8]) -> bool,
-    masters: &mut Masters,
-) -> Result<Outcome, (&'static str, io::Error)> {
-    socket
-        .send(&dump_request(seq))
-        .map_err(|e| ("cannot send a dump request on", e))?;
-    masters.clear();
-    let mut interrupted = false;
-    loop {
-        let got = socket
-            .recv(buf)
-            .map_err(|e| ("cannot receive the dump from", e))?;
+    scan: &'a mut Scan,
+    keep: &'a K,
+    masters: &'a mut Masters,
+    interrupted: bool,
+    /// Datagrams parsed so far.
+    datagrams: usize,
+}
+
+type Step<T> = Result<T, (&'static str, io::Error)>;
+
+impl<K: Fn(&[u8]) -> bool> Dump<'_, K> {
+    fn request(&mut self, socket: &sys::NetlinkSocket) -> Step<()> {
+        self.masters.clear();
+        socket
+            .send(&dump_request(self.seq))
+            .map_err(|e| ("cannot send a dump request on", e))
+    }
+
+    /// Receives each datagram and parses it, in turn (after the request was sent).
+    fn in_turn(
+        &mut self,
+        socket: &sys::NetlinkSocket,
+        bufs: &mut Vec<Vec<u8>>,
+        buf_len: usize,
+    ) -> Step<Outcome> {
+        if bufs.is_empty() {
+            bufs.push(vec![0; buf_len]);
+        }
+        let buf = &mut bufs[0];
+        loop {
+            let got = socket.recv(buf);
+            if let Some(outcome) = self.datagram(buf, got)? {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// Parses the datagrams the helper receives with `recv` (after the request was sent), a
+    /// batch at a time: the kernel fills the next datagram inside the receive that returns
+    /// the last, so while this thread parses, the helper's receive keeps the kernel filling.
+    /// Every buffer is back in `bufs` when this returns, and the helper done with `recv`.
+    fn piped(
+        &mut self,
+        recv: impl FnMut(&mut [u8]) -> io::Result<sys::Received> + Send + 'static,
+        helper: &Helper,
+        bufs: &mut Vec<Vec<u8>>,
+        buf_len: usize,
+    ) -> Step<Outcome> {
+        let pipe = Arc::new(Pipe::new(std::mem::take(bufs), buf_len));
+        let receiving = Arc::clone(&pipe);
+        let (seq, portid) = (self.seq, self.portid);
+        helper.run(move || receive(recv, seq, portid, &receiving));
+        let mut batch = VecDeque::with_capacity(RECV_BUFFERS);
+        let mut parsed = Vec::with_capacity(RECV_BUFFERS);
+        let outcome = loop {
+            if !pipe.take_batch(&mut batch) {
+                break Err((
+                    "the dump ended early on",
+                    io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            let mut end = None;
+            for (buf, got) in batch.drain(..) {
+                if end.is_none() {
+                    end = self.datagram(&buf, got).transpose();
+                }
+                parsed.push(buf);
+            }
+            pipe.give_back(&mut parsed);
+            if let Some(outcome) = end {
+                break outcome;
+            }
+        };
+        *bufs = pipe.finish();
+        outcome
+    }
+
+    /// Parses one received datagram: `Some` when it ended the dump.
+    fn datagram(&mut self, buf: &[u8], got: io::Result<sys::Received>) -> Step<Option<Outcome>> {
+        let got = got.map_err(|e| ("cannot receive the dump from", e))?;
         if !got.from_kernel {
-            continue;
+            return Ok(None);
         }
         if let Some(real) = got.truncated {
-            return Ok(Outcome::Truncated(real));
+            return Ok(Some(Outcome::Truncated(real)));
         }
+        self.datagrams += 1;
         let mut failed = None;
-        let datagram = parse_datagram(&buf[..got.len], seq, socket.portid, |payload| {
+        let (masters, scan, keep, statistics) = (
+            &mut *self.masters,
+            &mut *self.scan,
+            self.keep,
+            self.statistics,
+        );
+        let datagram = parse_datagram(&buf[..got.len], self.seq, self.portid, |payload| {
             if failed.is_some() {
                 return;
             }
@@ -914,15 +1039,173 @@ fn dump_once(
         if let Some(e) = failed {
             return Err(("bad dump from", e.into_io()));
         }
-        interrupted |= datagram.interrupted;
-        if datagram.done {
-            masters.resolve(&mut scan.interfaces);
-            return Ok(if interrupted {
-                Outcome::Interrupted
-            } else {
-                Outcome::Complete
-            });
+        self.interrupted |= datagram.interrupted;
+        if !datagram.done {
+            return Ok(None);
         }
+        self.masters.resolve(&mut self.scan.interfaces);
+        Ok(Some(if self.interrupted {
+            Outcome::Interrupted
+        } else {
+            Outcome::Complete
+        }))
+    }
+}
+
+/// The helper's part of a piped dump: datagrams into empty buffers until the one that ends
+/// the dump (read from its headers alone; broken framing ends it too, and the parser says
+/// why), an error, or a datagram cut short; or until the parser stops it.
+fn receive(
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<sys::Received>,
+    seq: u32,
+    portid: u32,
+    pipe: &Pipe,
+) {
+    while let Some(mut buf) = pipe.empty_buffer() {
+        let got = recv(&mut buf);
+        let last = match &got {
+            Err(_) => true,
+            Ok(got) if !got.from_kernel => false,
+            Ok(got) if got.truncated.is_some() => true,
+            Ok(got) => parse_datagram(&buf[..got.len], seq, portid, |_| {})
+                .map_or(true, |datagram| datagram.done),
+        };
+        pipe.deliver(buf, got, last);
+        if last {
+            return;
+        }
+    }
+}
+
+/// The buffers of a piped dump, passed between the parser and the helper that receives. Each
+/// side is woken only when it waits and the other has what it waits for, and after the lock
+/// is let go (woken under it, it would wait for the lock at once: two more system calls).
+struct Pipe {
+    state: Mutex<PipeState>,
+    parser: Condvar,
+    receiver: Condvar,
+}
+
+struct PipeState {
+    /// Received datagrams (or why none came), oldest first.
+    full: VecDeque<(Vec<u8>, io::Result<sys::Received>)>,
+    empty: Vec<Vec<u8>>,
+    /// Buffers that may still be made, `buf_len` long, when none is empty.
+    unmade: usize,
+    buf_len: usize,
+    parser_waits: bool,
+    receiver_waits: bool,
+    /// Set by the parser when it takes no more: the receiver stops at its next buffer.
+    stopped: bool,
+    /// Set by the receiver when it is done with the socket and the buffers.
+    ended: bool,
+}
+
+impl Pipe {
+    fn new(empty: Vec<Vec<u8>>, buf_len: usize) -> Pipe {
+        Pipe {
+            state: Mutex::new(PipeState {
+                full: VecDeque::with_capacity(RECV_BUFFERS),
+                unmade: RECV_BUFFERS.saturating_sub(empty.len()),
+                empty,
+                buf_len,
+                parser_waits: false,
+                receiver_waits: false,
+                stopped: false,
+                ended: false,
+            }),
+            parser: Condvar::new(),
+            receiver: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PipeState> {
+        lock(&self.state)
+    }
+
+    /// A buffer to receive into; `None` (and the receiver ended) once the parser stopped.
+    fn empty_buffer(&self) -> Option<Vec<u8>> {
+        let mut state = self.lock();
+        loop {
+            if state.stopped {
+                state.ended = true;
+                let wake = state.parser_waits;
+                drop(state);
+                if wake {
+                    self.parser.notify_one();
+                }
+                return None;
+            }
+            if let Some(buf) = state.empty.pop() {
+                return Some(buf);
+            }
+            if state.unmade > 0 {
+                state.unmade -= 1;
+                let len = state.buf_len;
+                drop(state);
+                return Some(vec![0; len]);
+            }
+            state.receiver_waits = true;
+            state = self.receiver.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.receiver_waits = false;
+        }
+    }
+
+    /// Hands over a received datagram; `last` ends the receiver.
+    fn deliver(&self, buf: Vec<u8>, got: io::Result<sys::Received>, last: bool) {
+        let mut state = self.lock();
+        state.full.push_back((buf, got));
+        state.ended |= last;
+        let wake = state.parser_waits && (state.full.len() >= BATCH || state.ended);
+        drop(state);
+        if wake {
+            self.parser.notify_one();
+        }
+    }
+
+    /// Moves the received datagrams into the empty `batch` once there are `BATCH` of them or
+    /// the receiver ended; false when it ended and nothing is left.
+    fn take_batch(&self, batch: &mut VecDeque<(Vec<u8>, io::Result<sys::Received>)>) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.full.len() >= BATCH || (state.ended && !state.full.is_empty()) {
+                std::mem::swap(&mut state.full, batch);
+                return true;
+            }
+            if state.ended {
+                return false;
+            }
+            state.parser_waits = true;
+            state = self.parser.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.parser_waits = false;
+        }
+    }
+
+    fn give_back(&self, bufs: &mut Vec<Vec<u8>>) {
+        let mut state = self.lock();
+        state.empty.append(bufs);
+        let wake = state.receiver_waits;
+        drop(state);
+        if wake {
+            self.receiver.notify_one();
+        }
+    }
+
+    /// Stops the receiver, waits until it has ended, and takes back every buffer.
+    fn finish(&self) -> Vec<Vec<u8>> {
+        let mut state = self.lock();
+        state.stopped = true;
+        if state.receiver_waits {
+            self.receiver.notify_one();
+        }
+        while !state.ended {
+            state.parser_waits = true;
+            state = self.parser.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.parser_waits = false;
+        }
+        let mut bufs = std::mem::take(&mut state.empty);
+        bufs.extend(state.full.drain(..).map(|(buf, _)| buf));
+        bufs
     }
 }
 
@@ -1341,6 +1624,168 @@ mod tests {
         assert_eq!((last.stats64, last.file), (24, None), "{}", last.metric);
     }
 
+    /// Runs a dump through [`Dump::piped`] on a helper whose receive gets `datagrams` in turn
+    /// (an `Err` is a failed receive; a datagram longer than the 512-byte buffers is cut
+    /// short, as `MSG_TRUNC` reports it), then fails every receive as a timeout would. Gives
+    /// the outcome, the interfaces parsed and the buffers handed back, given `bufs` to start.
+    fn piped_dump(datagrams: Vec<io::Result<Vec<u8>>>, bufs: usize) -> (String, usize, usize) {
+        let queue = Arc::new(Mutex::new(VecDeque::from(datagrams)));
+        let recv = move |buf: &mut [u8]| -> io::Result<sys::Received> {
+            let next = lock(&queue).pop_front();
+            let datagram = next.unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))?;
+            let len = datagram.len().min(buf.len());
+            buf[..len].copy_from_slice(&datagram[..len]);
+            Ok(sys::Received {
+                len,
+                truncated: (datagram.len() > buf.len()).then_some(datagram.len()),
+                from_kernel: true,
+            })
+        };
+        let (mut scan, mut masters) = (Scan::default(), Masters::default());
+        let keep = |_: &[u8]| true;
+        let mut dump = Dump {
+            seq: SEQ,
+            portid: PORT,
+            statistics: false,
+            scan: &mut scan,
+            keep: &keep,
+            masters: &mut masters,
+            interrupted: false,
+            datagrams: 0,
+        };
+        let helper = Helper::start().expect("a helper thread");
+        let mut buffers = vec![vec![0; 512]; bufs];
+        let outcome = match dump.piped(recv, &helper, &mut buffers, 512) {
+            Ok(Outcome::Complete) => "complete".to_owned(),
+            Ok(Outcome::Interrupted) => "interrupted".to_owned(),
+            Ok(Outcome::Truncated(n)) => format!("truncated {n}"),
+            Err((what, e)) => match e.raw_os_error() {
+                Some(errno) => format!("{what}: errno {errno}"),
+                None => format!("{what}: {:?}", e.kind()),
+            },
+        };
+        assert!(buffers.iter().all(|b| b.len() == 512));
+        (outcome, scan.interfaces.len(), buffers.len())
+    }
+
+    #[test]
+    fn a_piped_dump_ends_on_each_way_a_dump_ends() {
+        let named = |index: u32| {
+            let name = format!("eth{index}\0");
+            let up = attr(IFLA_OPERSTATE, &[6]);
+            message(
+                RTM_NEWLINK,
+                2,
+                SEQ,
+                PORT,
+                &link(index, 0, &[attr(IFLA_IFNAME, name.as_bytes()), up]),
+            )
+        };
+        let datagram = |parts: &[Vec<u8>]| Ok(parts.concat());
+        let whole = |n: u32| -> Vec<io::Result<Vec<u8>>> {
+            let mut d: Vec<_> = (0..n)
+                .map(|i| datagram(&[named(2 * i), named(2 * i + 1)]))
+                .collect();
+            d.push(datagram(&[done(0, 0)]));
+            d
+        };
+        for bufs in [0, 1, BATCH, RECV_BUFFERS] {
+            // Every buffer given comes back, and no more are made than the pipe holds.
+            let (outcome, links, back) = piped_dump(whole(20), bufs);
+            assert_eq!((outcome.as_str(), links), ("complete", 40));
+            assert!(
+                (bufs.max(1)..=RECV_BUFFERS).contains(&back),
+                "{back} from {bufs}"
+            );
+            // Shorter than a batch.
+            assert_eq!(piped_dump(whole(1), bufs).0, "complete");
+            // The last datagram holds links and the end.
+            let mut d = whole(3);
+            d.pop();
+            d.push(datagram(&[named(99), done(0, 0)]));
+            assert_eq!(piped_dump(d, bufs).0[..], *"complete");
+            // A message marked interrupted.
+            let mut d = whole(5);
+            d[2] = datagram(&[message(
+                RTM_NEWLINK,
+                2 | NLM_F_DUMP_INTR,
+                SEQ,
+                PORT,
+                &link(
+                    9,
+                    0,
+                    &[attr(IFLA_IFNAME, b"x\0"), attr(IFLA_OPERSTATE, &[6])],
+                ),
+            )]);
+            assert_eq!(piped_dump(d, bufs).0, "interrupted");
+            // The kernel's error, broken framing and a broken link mid-dump, with more
+            // datagrams still coming: the parser stops, and so does the receiver.
+            let mut d = whole(20);
+            d[4] = datagram(&[message(NLMSG_ERROR, 0, SEQ, PORT, &(-105i32).to_ne_bytes())]);
+            assert_eq!(piped_dump(d, bufs).0, "bad dump from: errno 105");
+            let mut d = whole(20);
+            d[4] = datagram(&[vec![200, 0, 0, 0, 16, 0]]);
+            assert_eq!(piped_dump(d, bufs).0, "bad dump from: InvalidData");
+            let mut d = whole(20);
+            d[9] = datagram(&[message(RTM_NEWLINK, 2, SEQ, PORT, &[1, 2, 3])]);
+            assert_eq!(piped_dump(d, bufs).0, "bad dump from: InvalidData");
+            // A receive that fails, and a dump that stops without its end.
+            let mut d = whole(20);
+            d[7] = Err(io::ErrorKind::ConnectionReset.into());
+            assert_eq!(
+                piped_dump(d, bufs).0,
+                "cannot receive the dump from: ConnectionReset"
+            );
+            let mut d = whole(20);
+            d.pop();
+            assert_eq!(
+                piped_dump(d, bufs).0,
+                "cannot receive the dump from: TimedOut"
+            );
+            // A datagram longer than the buffer.
+            let mut d = whole(20);
+            d[3] = Ok(vec![0; 600]);
+            assert_eq!(piped_dump(d, bufs).0, "truncated 600");
+            // Datagrams of another dump are skipped.
+            let mut d = whole(2);
+            d.insert(
+                1,
+                datagram(&[message(NLMSG_DONE, 2, SEQ + 1, PORT, &[0; 4])]),
+            );
+            assert_eq!(piped_dump(d, bufs).0, "complete");
+        }
+    }
+
+    #[test]
+    fn a_dump_piped_through_the_helper_reads_what_one_in_turn_does() -> Result<(), io::Error> {
+        // What does not move between two dumps on an idle namespace.
+        let facts = |scan: &Scan| -> Vec<_> {
+            scan.interfaces
+                .iter()
+                .map(|i| (i.name.clone(), i.ifindex, i.mtu, i.address.clone()))
+                .collect()
+        };
+        let mut in_turn = Reader::new();
+        let mut scan = Scan::default();
+        in_turn
+            .dump(false, &mut scan, |_| true)
+            .map_err(|e| e.err)?;
+        assert!(in_turn.helper.is_none() && in_turn.bufs.len() == 1);
+        let expected = facts(&scan);
+        let mut piped = Reader::new();
+        piped.last_datagrams = PIPE_MIN_DATAGRAMS;
+        for _ in 0..3 {
+            let mut scan = Scan::default();
+            piped.dump(false, &mut scan, |_| true).map_err(|e| e.err)?;
+            assert_eq!(facts(&scan), expected);
+            assert!(piped.helper.is_some());
+            assert!((1..=RECV_BUFFERS).contains(&piped.bufs.len()));
+            // Kept on: this namespace's dump is short, and would not be piped next time.
+            piped.last_datagrams = PIPE_MIN_DATAGRAMS;
+        }
+        Ok(())
+    }
+
     #[test]
     fn masters_are_named_from_the_same_dump() {
         let payload = |index: u32, name: &str, master: u32| {
@@ -1643,7 +2088,7 @@ mod tests {
     }
 
     #[test]
-    fn the_asker_thread_answers_as_asking_in_line_does() -> Result<(), io::Error> {
+    fn the_helper_answers_as_asking_in_line_does() -> Result<(), io::Error> {
         let mut scan = Scan::default();
         Reader::new()
             .dump(false, &mut scan, |_| true)
@@ -1674,13 +2119,19 @@ mod tests {
         };
         let ethtool = Arc::new(Mutex::new(sys::Ethtool::open()?));
         let in_line = seen(ask(&ethtool, queries()));
-        let asker = Asker::start(Arc::clone(&ethtool))?;
+        let helper = Helper::start()?;
+        let ask_helper = |queries: Vec<Query>| {
+            let (reply, ethtool) = (Arc::new(Reply::default()), Arc::clone(&ethtool));
+            let answered = Arc::clone(&reply);
+            helper.run(move || answered.put(ask(&ethtool, queries)));
+            reply
+        };
         // Two scans' questions queued at once, answered in turn.
-        let (first, second) = (asker.ask(queries()), asker.ask(queries()));
+        let (first, second) = (ask_helper(queries()), ask_helper(queries()));
         assert_eq!(seen(second.wait()), in_line);
         assert_eq!(seen(first.wait()), in_line);
         // The reader going ends the thread, which then lets go of the socket.
-        drop(asker);
+        drop(helper);
         wait_until(|| Arc::strong_count(&ethtool) == 1);
         Ok(())
     }
