@@ -394,9 +394,12 @@ pub fn content_type(format: Format) -> &'static str {
 pub fn render_interfaces(scan: &mut Scan, statistics: bool, format: Format, out: &mut impl Out) {
     // Each interface's label text is escaped once here, not once per sample, and followed by
     // the end of the labels: the arena holds them one after another, `ranges` where each is.
-    // (A few bytes per interface, against the body's kilobyte.)
-    let mut names = Vec::new();
-    let mut ranges = Vec::with_capacity(scan.interfaces.len());
+    // (A few bytes per interface, against the body's kilobyte.) Both are the scan's scratch,
+    // taken for the loop below, which settles the scan, and given back after it.
+    let mut names = std::mem::take(&mut scan.scratch.labels);
+    let mut ranges = std::mem::take(&mut scan.scratch.label_ranges);
+    names.clear();
+    ranges.clear();
     for i in &scan.interfaces {
         let start = names.len();
         push_name(&mut names, &i.name);
@@ -425,6 +428,8 @@ pub fn render_interfaces(scan: &mut Scan, statistics: bool, format: Format, out:
         samples(out, family, Piece(&head, head_len), labelled);
     }
     scan.settle();
+    scan.scratch.labels = names;
+    scan.scratch.label_ranges = ranges;
 }
 
 /// A piece of a sample: its bytes are the first `.1` of `.0`, which goes on for [`PAD`] more.

@@ -318,6 +318,20 @@ pub struct Scan {
     spare: Vec<Box<Interface>>,
     /// What the source left running to complete this scan; see [`Scan::settle`].
     pending: Option<Pending>,
+    /// Room that sorting and rendering a scan use, kept like the spares: at a thousand
+    /// interfaces these were five short-lived allocations of 4 to 16 KiB per scrape, each
+    /// mapped, faulted in and unmapped again by musl's allocator.
+    pub scratch: Scratch,
+}
+
+/// See [`Scan::scratch`]. Each user clears what it takes.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// [`Scan::sort_by_name`]'s name heads and positions.
+    order: Vec<(u64, usize)>,
+    /// The rendered label of each interface, one after another, and where each is.
+    pub labels: Vec<u8>,
+    pub label_ranges: Vec<(usize, usize)>,
 }
 
 /// Work a source left running when its scan returned, which fills in the last facts (the
@@ -402,11 +416,14 @@ impl Scan {
         // positions instead (most names differ there; the others are compared whole), and the
         // boxes then moved once, along the permutation's cycles.
         let ifaces = &mut self.interfaces;
-        let mut order: Vec<(u64, usize)> = ifaces
-            .iter()
-            .enumerate()
-            .map(|(at, iface)| (name_head(&iface.name), at))
-            .collect();
+        let order = &mut self.scratch.order;
+        order.clear();
+        order.extend(
+            ifaces
+                .iter()
+                .enumerate()
+                .map(|(at, iface)| (name_head(&iface.name), at)),
+        );
         order.sort_unstable_by(|&(a_head, a), &(b_head, b)| {
             a_head
                 .cmp(&b_head)
