@@ -488,11 +488,11 @@ impl Scrapes {
         let mut reader = lock(&self.reader);
         let reader =
             reader.get_or_insert_with(|| Source::new(self.setup.source, &self.setup.sysfs));
-        match reader.scan(&self.setup.options, &mut scan) {
+        // Observed under the reader's lock, so that scans are compared in the order they
+        // were taken.
+        let observe = |scan: &mut Scan| self.setup.tracker.observe(scan, since::now_ms());
+        match reader.scan(&self.setup.options, &mut scan, observe) {
             Ok(()) => {
-                // Still under the reader's lock, so that scans are compared in the order
-                // they were taken.
-                self.setup.tracker.observe(&mut scan, since::now_ms());
                 self.pool
                     .last_len
                     .store(scan.interfaces.len(), Ordering::Relaxed);

@@ -201,11 +201,28 @@ impl State {
 
     /// Writes each interface's stamp into `last_change_ms`. One not known (its notification
     /// is still on the way) has just appeared.
+    ///
+    /// Interfaces in ascending index (a dump's order) are matched by one walk along the map,
+    /// in step with them, instead of a lookup each; the walk starts again at an interface
+    /// that goes back, or that is further ahead than a few entries, so any order is right.
     fn fill<I: BorrowMut<Interface>>(&self, ifaces: &mut [I], now_ms: u64) {
+        let mut walk = self.links.range(..);
+        let mut at = walk.next();
         for iface in ifaces {
             let iface = iface.borrow_mut();
             let entry = match iface.ifindex {
-                Some(i) => self.links.get(&i),
+                Some(i) => {
+                    let mut steps = 0;
+                    while at.is_some_and(|(&k, _)| k < i) && steps < WALK_STEPS {
+                        at = walk.next();
+                        steps += 1;
+                    }
+                    if !at.is_some_and(|(&k, _)| k <= i && steps < WALK_STEPS) {
+                        walk = self.links.range(i..);
+                        at = walk.next();
+                    }
+                    at.filter(|(&k, _)| k == i).map(|(_, e)| e)
+                }
                 None => self.unindexed.iter().find(|e| e.name == iface.name),
             };
             iface.last_change_ms = Some(match entry {
@@ -215,6 +232,9 @@ impl State {
         }
     }
 }
+
+/// Entries `State::fill` steps over before it looks the next interface up instead.
+const WALK_STEPS: usize = 4;
 
 /// The last-change times of every interface, shared by the server's scans and the watcher.
 pub struct Tracker {
@@ -653,6 +673,63 @@ mod tests {
         assert_eq!((state.links.len(), state.unindexed.len()), (0, 100));
         state.listing::<Interface>(&[], START + 101);
         assert!(state.links.is_empty() && state.unindexed.is_empty());
+    }
+
+    #[test]
+    fn stamps_are_found_in_any_order() {
+        // Entries at every third index up to 600, each stamped with its index; a renamed one.
+        let mut state = State::new(START);
+        let known: Vec<Interface> = (0..200)
+            .map(|n| iface(3 * n, &format!("k{n}"), "up", true, 1))
+            .collect();
+        state.listing(&known, START);
+        for (n, entry) in &mut state.links {
+            entry.stamp_ms = START + n;
+        }
+        state.note(&iface(30, "renamed", "up", true, 1), START + 7);
+        let expected = |i: &Interface| match i.ifindex {
+            Some(30) if i.name == b"renamed" => START + 7,
+            Some(n)
+                if n % 3 == 0
+                    && n < 600
+                    && n != 30
+                    && i.name == format!("k{}", n / 3).as_bytes() =>
+            {
+                START + n
+            }
+            _ => START + 9,
+        };
+        let mut rng = crate::fuzz::Rng(0x5eed_1f11);
+        for round in 0..300 {
+            // Known, unknown and renamed interfaces, ascending, descending or shuffled, with
+            // runs and gaps of every length.
+            let mut probe: Vec<Interface> = (0..rng.below(300))
+                .map(|_| {
+                    let n = rng.below(650) as u64;
+                    let name = match rng.below(8) {
+                        0 => "other".to_owned(),
+                        1 => "renamed".to_owned(),
+                        _ => format!("k{}", n / 3),
+                    };
+                    iface(n, &name, "up", true, 1)
+                })
+                .collect();
+            match round % 3 {
+                0 => probe.sort_by_key(|i| i.ifindex),
+                1 => probe.sort_by_key(|i| std::cmp::Reverse(i.ifindex)),
+                _ => {}
+            }
+            state.fill(&mut probe, START + 9);
+            for i in &probe {
+                assert_eq!(
+                    i.last_change_ms,
+                    Some(expected(i)),
+                    "{:?} {}",
+                    i.ifindex,
+                    round
+                );
+            }
+        }
     }
 
     #[test]

@@ -84,12 +84,20 @@ impl Source {
         }
     }
 
-    /// Reads every wanted interface into `scan`, sorted by name.
-    pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
+    /// Reads every wanted interface into `scan`, sorted by name. `seen` is given the scan as
+    /// the source read it, before the sort: a dump's order, ascending ifindex, is the one the
+    /// last-change tracker walks fastest.
+    pub fn scan(
+        &mut self,
+        opts: &Options,
+        scan: &mut Scan,
+        seen: impl FnOnce(&mut Scan),
+    ) -> Result<(), ScanError> {
         match self {
             Source::Sysfs(r) => r.scan(opts, scan)?,
             Source::Netlink(r) => r.scan(opts, scan)?,
         }
+        seen(scan);
         finish(opts, scan);
         Ok(())
     }
