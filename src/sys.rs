@@ -72,8 +72,9 @@ const SYS_GETDENTS64: c_long = 61;
 const SYS_OPENAT2: c_long = 437;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
-/// `RLIMIT_NOFILE` is 7 on x86_64 and aarch64 (asm-generic's numbering).
+/// `RLIMIT_NOFILE` is 7 and `RLIMIT_AS` 9 on x86_64 and aarch64 (asm-generic's numbering).
 const RLIMIT_NOFILE: c_int = 7;
+const RLIMIT_AS: c_int = 9;
 
 /// How a sysfs file is opened. Every kind is close-on-exec.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -361,6 +362,17 @@ pub fn raise_nofile_limit() -> io::Result<Option<(u64, u64)>> {
         return Err(io::Error::last_os_error());
     }
     Ok(Some((old, lim.cur)))
+}
+
+/// Whether the process has a soft limit on its address space (`RLIMIT_AS`); true when the
+/// limit cannot be read.
+pub fn address_space_limited() -> bool {
+    let mut lim = RLimit { cur: 0, max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`.
+    if unsafe { getrlimit(RLIMIT_AS, &mut lim) } != 0 {
+        return true;
+    }
+    lim.cur != u64::MAX
 }
 
 pub fn is_root() -> bool {
