@@ -282,6 +282,10 @@ const LINK_TYPES: &[(u16, &str)] = &[
 
 /// The iproute2 name of an `ARPHRD_*` number; `None` where it has none (the number is shown).
 pub fn link_type_name(n: u16) -> Option<&'static str> {
+    // Nearly every interface is Ethernet: answered before the search.
+    if n == 1 {
+        return Some("ether");
+    }
     LINK_TYPES
         .binary_search_by_key(&n, |&(k, _)| k)
         .ok()
@@ -384,6 +388,11 @@ impl Scan {
         if let Some(Pending(work)) = self.pending.take() {
             work(self);
         }
+    }
+
+    /// Whether nothing is left for [`Scan::settle`] to complete.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none()
     }
 
     /// An interface to fill, reusing a spare's allocations when there is one.
