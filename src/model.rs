@@ -331,8 +331,9 @@ pub struct Scan {
 /// See [`Scan::scratch`]. Each user clears what it takes.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// [`Scan::sort_by_name`]'s name heads and positions.
+    /// [`Scan::sort_by_name`]'s name heads and positions, and the permutation it last found.
     order: Vec<(u64, usize)>,
+    last_order: Vec<usize>,
     /// The rendered label of each interface, one after another, and where each is.
     pub labels: Vec<u8>,
     pub label_ranges: Vec<(usize, usize)>,
@@ -425,7 +426,7 @@ impl Scan {
         // positions instead (most names differ there; the others are compared whole), and the
         // boxes then moved once, along the permutation's cycles.
         let ifaces = &mut self.interfaces;
-        let order = &mut self.scratch.order;
+        let (order, last) = (&mut self.scratch.order, &mut self.scratch.last_order);
         order.clear();
         order.extend(
             ifaces
@@ -433,11 +434,25 @@ impl Scan {
                 .enumerate()
                 .map(|(at, iface)| (name_head(&iface.name), at)),
         );
-        order.sort_unstable_by(|&(a_head, a), &(b_head, b)| {
-            a_head
-                .cmp(&b_head)
-                .then_with(|| ifaces[a].name.cmp(&ifaces[b].name))
-        });
+        // A host's interfaces rarely change from one scan to the next, nor the order a source
+        // reads them in: where the last scan's permutation puts this one in strictly rising
+        // order too (one pass to check), it is taken, and the sort saved.
+        let before = |a: usize, b: usize| {
+            order[a].0 < order[b].0 || (order[a].0 == order[b].0 && ifaces[a].name < ifaces[b].name)
+        };
+        if last.len() == order.len() && last.windows(2).all(|w| before(w[0], w[1])) {
+            for (slot, &from) in order.iter_mut().zip(last.iter()) {
+                slot.1 = from;
+            }
+        } else {
+            order.sort_unstable_by(|&(a_head, a), &(b_head, b)| {
+                a_head
+                    .cmp(&b_head)
+                    .then_with(|| ifaces[a].name.cmp(&ifaces[b].name))
+            });
+            last.clear();
+            last.extend(order.iter().map(|&(_, at)| at));
+        }
         // Position i must end up holding the interface now at order[i].1.
         for start in 0..order.len() {
             let mut at = start;
@@ -750,6 +765,46 @@ mod tests {
             let mut mtus: Vec<_> = scan.interfaces.iter().map(|i| i.mtu).collect();
             mtus.sort();
             assert_eq!(mtus, (0..len).map(|n| Some(n as u64)).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_scan_sorted_by_the_last_ones_order_is_sorted() {
+        // One scan reused as a server reuses it: the same names read in the same order (the
+        // last permutation is taken), and each time sometimes two swapped, one renamed, one
+        // more or one fewer (it must not be).
+        let mut rng = Rng(0x5f5f_5eed_0000_0004);
+        let mut scan = Scan::default();
+        let mut read: Vec<Vec<u8>> = (0..300)
+            .map(|n| format!("veth{n:x}").into_bytes())
+            .collect();
+        for round in 0..400 {
+            match rng.below(6) {
+                0 if read.len() > 1 => {
+                    let (a, b) = (rng.below(read.len()), rng.below(read.len()));
+                    read.swap(a, b);
+                }
+                1 if !read.is_empty() => {
+                    let at = rng.below(read.len());
+                    read[at] = format!("r{round}").into_bytes();
+                }
+                2 => read.insert(rng.below(read.len() + 1), format!("n{round}").into_bytes()),
+                3 if !read.is_empty() => {
+                    read.remove(rng.below(read.len()));
+                }
+                _ => {}
+            }
+            scan.begin();
+            for name in &read {
+                let mut iface = scan.take_spare();
+                iface.name.clone_from(name);
+                scan.interfaces.push(iface);
+            }
+            scan.sort_by_name();
+            let mut expected = read.clone();
+            expected.sort();
+            let names: Vec<_> = scan.interfaces.iter().map(|i| i.name.clone()).collect();
+            assert_eq!(names, expected, "round {round}");
         }
     }
 }

@@ -802,12 +802,35 @@ fn ask(ethtool: &Mutex<sys::Ethtool>, queries: Vec<Query>) -> Answers {
 /// value, or an error counted (and logged at debug). The interfaces may have been sorted since
 /// they were asked for; they are found by ifindex.
 fn settle(interfaces: &mut [Box<Interface>], mut answers: Answers, errors: &mut u64) {
+    // Indexes are nearly always dense (1 to a little past the count): a table from index to
+    // answer finds each in one step, where a binary search took a tenth of settling. Sparse
+    // ones (or the table's memory refused) are searched.
     answers.sort_unstable_by_key(|&(ifindex, _)| ifindex);
+    let last = answers.last().map_or(0, |&(n, _)| n);
+    let mut table: Vec<u32> = Vec::new();
+    if last
+        <= (answers.len() as u64)
+            .saturating_mul(8)
+            .saturating_add(1024)
+        && table.try_reserve_exact(last as usize + 1).is_ok()
+    {
+        table.resize(last as usize + 1, u32::MAX);
+        for (at, &(ifindex, _)) in answers.iter().enumerate() {
+            table[ifindex as usize] = at as u32;
+        }
+    }
+    let find = |ifindex: u64| -> Option<usize> {
+        if table.is_empty() {
+            return answers.binary_search_by_key(&ifindex, |&(n, _)| n).ok();
+        }
+        let at = *table.get(usize::try_from(ifindex).ok()?)?;
+        (at != u32::MAX).then_some(at as usize)
+    };
     for iface in interfaces {
         let Some(ifindex) = iface.ifindex else {
             continue;
         };
-        let Ok(at) = answers.binary_search_by_key(&ifindex, |&(n, _)| n) else {
+        let Some(at) = find(ifindex) else {
             continue;
         };
         match &answers[at].1 {
@@ -2084,6 +2107,59 @@ mod tests {
             if end {
                 return Ok(datagrams);
             }
+        }
+    }
+
+    #[test]
+    fn answers_are_settled_onto_their_interfaces_by_index() {
+        // Dense indexes (a table) and a sparse one among them (a search), in any order.
+        for sparse in [None, Some(3_000_000_000u64), Some(u64::MAX)] {
+            let mut interfaces: Vec<Box<Interface>> = [1u64, 7, 2, 40, 3, 9]
+                .iter()
+                .copied()
+                .chain(sparse)
+                .map(|n| {
+                    Box::new(Interface {
+                        name: format!("i{n}").into_bytes(),
+                        ifindex: Some(n),
+                        ..Interface::default()
+                    })
+                })
+                .collect();
+            interfaces.push(Box::new(Interface::default()));
+            let ok = |speed: u32, duplex: u8| Ok(sys::LinkSettings { speed, duplex });
+            let mut answers: Answers = vec![
+                (40, ok(10_000, 1)),
+                (2, ok(u32::MAX, 0xff)),
+                (7, Err(io::Error::from_raw_os_error(sys::EOPNOTSUPP))),
+                (9, Err(io::Error::from_raw_os_error(5))),
+                (3, ok(u32::MAX - 1, 0)),
+                (1, ok(100, 0)),
+            ];
+            if let Some(n) = sparse {
+                answers.push((n, ok(25_000, 1)));
+            }
+            let mut errors = 0;
+            settle(&mut interfaces, answers, &mut errors);
+            let got: Vec<(Option<u64>, Option<u64>, &[u8])> = interfaces
+                .iter()
+                .map(|i| (i.ifindex, i.speed_mbps, &i.duplex[..]))
+                .collect();
+            let mut expected: Vec<(Option<u64>, Option<u64>, &[u8])> = vec![
+                (Some(1), Some(100), b"half"),
+                (Some(7), None, b""),
+                (Some(2), None, b"unknown"),
+                (Some(40), Some(10_000), b"full"),
+                (Some(3), None, b"half"),
+                (Some(9), None, b""),
+            ];
+            if sparse.is_some() {
+                expected.push((sparse, Some(25_000), b"full"));
+            }
+            expected.push((None, None, b""));
+            assert_eq!(got, expected, "{sparse:?}");
+            // EIO from ethtool and a speed past i32::MAX are errors; EOPNOTSUPP is no value.
+            assert_eq!(errors, 2);
         }
     }
 
