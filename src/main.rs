@@ -58,13 +58,15 @@
 //! source a scan opens the root, lists `class/net` beneath it, opens each interface directory
 //! once with `O_PATH` beneath the root and reads each attribute of [`sysfs_files::Attr`]
 //! beneath that with one `openat2`, one `read` and one `close` (a resource failure on the way
-//! answers 503); with the netlink source it is one `RTM_GETLINK` dump, and an ethtool call per
-//! interface that is up, which the reader's asker thread makes while the scan goes on (the
-//! scan is *settled*, `model::Scan::settle`, just before the first family that needs them).
-//! The finished scan is a generation shared by every request that joined; each renders (or
-//! finds rendered) the body of its format ([`format::negotiate`] picks it), walking
-//! [`metrics::FAMILIES`] in order into the last body's buffer, and writes the head and the
-//! shared body with one `writev`.
+//! answers 503); with the netlink source it is one `RTM_GETLINK` dump (a long one received by
+//! the reader's helper thread while the scan's thread parses it), and an ethtool call per
+//! interface that is up, which the helper makes while the scan goes on (the scan is
+//! *settled*, `model::Scan::settle`, just before the first family that needs them). The
+//! finished scan is a generation shared by every request that joined; each renders (or finds
+//! rendered) the body of its format ([`format::negotiate`] picks it), walking
+//! [`metrics::FAMILIES`] in order into the last body's buffer (a family that waits for the
+//! settled scan is left a hole there, filled once it is), and writes the head and the shared
+//! body with one `writev`.
 //!
 //! # How to add a metric
 //!
