@@ -361,16 +361,13 @@ impl Body<'_> {
 /// Whether `ALLOC_HEADROOM` more could still be allocated, checked by allocating it (a mapping
 /// of its own, never touched) and giving it back at once.
 ///
-/// Only where a mapping can be refused for want of room: under `RLIMIT_AS`, or with strict
-/// overcommit (`vm.overcommit_memory` 2, read once). Elsewhere (a cgroup's limit reclaims or
-/// kills, it does not refuse) the probe told nothing, and its map and unmap cost 40 us a scan.
+/// Only under `RLIMIT_AS`, where a mapping is refused for want of room. Elsewhere (a cgroup's
+/// limit reclaims or kills, it does not refuse) the probe told nothing, and its map and unmap
+/// cost 40 us a scan. Strict overcommit (`vm.overcommit_memory` 2) refuses too, but telling
+/// it would mean opening a file outside the sysfs root, which the exporter never does; there
+/// the large reservations are still fallible, and refused with 503.
 fn headroom() -> Option<()> {
-    static STRICT_OVERCOMMIT: OnceLock<bool> = OnceLock::new();
-    let strict = *STRICT_OVERCOMMIT.get_or_init(|| {
-        // Unreadable (no /proc in the container): assume the worst.
-        std::fs::read("/proc/sys/vm/overcommit_memory").map_or(true, |v| v.starts_with(b"2"))
-    });
-    if !strict && !sys::address_space_limited() {
+    if !sys::address_space_limited() {
         return Some(());
     }
     let mut probe: Vec<u8> = Vec::new();
