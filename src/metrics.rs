@@ -531,16 +531,7 @@ fn samples<'a>(
     labelled: impl Iterator<Item = (&'a Interface, Piece<'a>)>,
 ) {
     match family.value {
-        Value::Number(get) => {
-            for (i, label) in labelled {
-                if let Some(v) = get(i) {
-                    head.put(out);
-                    label.put(out);
-                    push_u64_line(out, v);
-                }
-            }
-        }
-        Value::Statistic(_) => {
+        Value::Number(_) | Value::Statistic(_) => {
             for (i, label) in labelled {
                 if let Some(v) = family.value.of(i) {
                     head.put(out);

@@ -531,10 +531,7 @@ impl Reader {
     /// are asked here.
     pub fn scan(&mut self, opts: &Options, scan: &mut Scan) -> Result<(), ScanError> {
         self.dump(opts.statistics, scan, |name| opts.wants(name))?;
-        let up = || scan.interfaces.iter().filter(|i| i.admin_up == Some(true));
-        // Counted first: grown as collected, the vector took three allocations.
-        let mut queries = Vec::with_capacity(up().count());
-        queries.extend(up().map(|i| Query::new(i.ifindex.unwrap_or(0), &i.name)));
+        let queries = queries(&scan.interfaces);
         if queries.is_empty() {
             return Ok(());
         }
@@ -551,9 +548,7 @@ impl Reader {
         };
         match self.helper() {
             Some(helper) => {
-                let reply = Arc::new(Reply::default());
-                let answered = Arc::clone(&reply);
-                helper.run(move || answered.put(ask(&ethtool, queries)));
+                let reply = helper.ask(ethtool, queries);
                 scan.defer(move |scan| {
                     settle(&mut scan.interfaces, reply.wait(), &mut scan.errors);
                 });
@@ -696,6 +691,14 @@ impl Helper {
         Ok(Helper { queue })
     }
 
+    /// Asks `queries` of `ethtool` after the jobs before; the answers arrive in the reply.
+    fn ask(&self, ethtool: Arc<Mutex<sys::Ethtool>>, queries: Vec<Query>) -> Arc<Reply> {
+        let reply = Arc::new(Reply::default());
+        let answered = Arc::clone(&reply);
+        self.run(move || answered.put(ask(&ethtool, queries)));
+        reply
+    }
+
     fn run(&self, job: impl FnOnce() + Send + 'static) {
         let mut jobs = lock(&self.queue.jobs);
         jobs.waiting.push_back(Box::new(job));
@@ -785,6 +788,15 @@ impl Query {
         model::copy(&mut query.name[..len], &name[..len]);
         query
     }
+}
+
+/// The questions for the interfaces that are up, which sysfs shows speed and duplex for.
+fn queries(interfaces: &[Box<Interface>]) -> Vec<Query> {
+    let up = || interfaces.iter().filter(|i| i.admin_up == Some(true));
+    // Counted first: grown as collected, the vector took three allocations.
+    let mut queries = Vec::with_capacity(up().count());
+    queries.extend(up().map(|i| Query::new(i.ifindex.unwrap_or(0), &i.name)));
+    queries
 }
 
 /// What ethtool said of each queried interface, by ifindex.
@@ -2093,6 +2105,15 @@ mod tests {
         assert_eq!(u32_at(&r, REQUEST_LEN - 4), Some(RTEXT_FILTER_SKIP_STATS));
     }
 
+    /// A scan of this process's namespace, read by a fresh reader.
+    fn real_scan(statistics: bool) -> Result<Scan, io::Error> {
+        let mut scan = Scan::default();
+        Reader::new()
+            .dump(statistics, &mut scan, |_| true)
+            .map_err(|e| e.err)?;
+        Ok(scan)
+    }
+
     /// A dump of this process's namespace, datagram by datagram, as the kernel sends it.
     fn real_dump() -> Result<Vec<Vec<u8>>, io::Error> {
         let socket = sys::NetlinkSocket::open()?;
@@ -2168,17 +2189,8 @@ mod tests {
 
     #[test]
     fn the_helper_answers_as_asking_in_line_does() -> Result<(), io::Error> {
-        let mut scan = Scan::default();
-        Reader::new()
-            .dump(false, &mut scan, |_| true)
-            .map_err(|e| e.err)?;
-        let queries = || -> Vec<Query> {
-            scan.interfaces
-                .iter()
-                .filter(|i| i.admin_up == Some(true))
-                .map(|i| Query::new(i.ifindex.unwrap_or(0), &i.name))
-                .collect()
-        };
+        let scan = real_scan(false)?;
+        let queries = || queries(&scan.interfaces);
         assert!(
             !queries().is_empty(),
             "nothing up here (not even lo) to ask about"
@@ -2199,14 +2211,11 @@ mod tests {
         let ethtool = Arc::new(Mutex::new(sys::Ethtool::open()?));
         let in_line = seen(ask(&ethtool, queries()));
         let helper = Helper::start()?;
-        let ask_helper = |queries: Vec<Query>| {
-            let (reply, ethtool) = (Arc::new(Reply::default()), Arc::clone(&ethtool));
-            let answered = Arc::clone(&reply);
-            helper.run(move || answered.put(ask(&ethtool, queries)));
-            reply
-        };
         // Two scans' questions queued at once, answered in turn.
-        let (first, second) = (ask_helper(queries()), ask_helper(queries()));
+        let (first, second) = (
+            helper.ask(Arc::clone(&ethtool), queries()),
+            helper.ask(Arc::clone(&ethtool), queries()),
+        );
         assert_eq!(seen(second.wait()), in_line);
         assert_eq!(seen(first.wait()), in_line);
         // The reader going ends the thread, which then lets go of the socket.
@@ -2230,10 +2239,7 @@ mod tests {
 
     #[test]
     fn a_real_dump_keeps_the_64_bit_counters() -> Result<(), io::Error> {
-        let mut scan = Scan::default();
-        Reader::new()
-            .dump(true, &mut scan, |_| true)
-            .map_err(|e| e.err)?;
+        let scan = real_scan(true)?;
         let lo = scan
             .interfaces
             .iter()
